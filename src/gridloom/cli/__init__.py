@@ -1,0 +1,5 @@
+"""The ``gridloom`` command: ``gridloom <noun> <verb>``."""
+
+from gridloom.cli.app import app
+
+__all__ = ["app"]

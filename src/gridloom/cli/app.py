@@ -1,0 +1,16 @@
+"""The top-level typer application; each noun lives in ``cli/commands``."""
+
+from __future__ import annotations
+
+import typer
+
+from gridloom.cli.commands import catalog, run
+
+app = typer.Typer(
+    name="gridloom",
+    help="gridloom: the NIST smart-grid actors and logical interfaces, running, secured and measured.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(catalog.app, name="catalog")
+app.command(name="run")(run.run)
