@@ -78,7 +78,7 @@ def test_ami_spot_checks(catalog: Catalog) -> None:
     assert not ied.bidirectional, "AMI 9a goes From Field IEDs to Distribution SCADA"
     assert _flow(catalog, "AMI-17", "distribution_scada", "field_ied").timing.max_latency_s == 4.0
     assert _flow(catalog, "AMI-8b", "gis", "dms").timing.max_latency_s == 3600.0
-    assert _flow(catalog, "AMI-4b", "dms", "ems").timing.max_latency_s == 60.0
+    assert _flow(catalog, "AMI-4b", "dms", "utility_ems").timing.max_latency_s == 60.0
     assert _flow(catalog, "AMI-15", "lms", "cis").timing.kind is TimingKind.MINUTES
     meter_reads = _flow(catalog, "AMI-10", "mdms", "ami_headend")
     assert meter_reads.bidirectional, "AMI 10 is 'Between Metering system and MDMS'"
@@ -146,7 +146,7 @@ def test_was_spot_checks(catalog: Catalog) -> None:
     assert all(f.timing.max_latency_s == 180.0 for f in outage.flows)
     # One number, several flows in opposite directions.
     was3 = catalog.interface("WAS-3")
-    assert {(f.source, f.target) for f in was3.flows} == {("ems", "dms"), ("dms", "ems")}
+    assert {(f.source, f.target) for f in was3.flows} == {("utility_ems", "dms"), ("dms", "utility_ems")}
     assert len(catalog.interface("WAS-16").flows) >= 3
 
 
@@ -157,7 +157,7 @@ def test_actor_aliases_resolve_and_ems_needs_a_section(catalog: Catalog) -> None
     assert catalog.resolve_actor("Meter Data Management System").id == "mdms"
     assert catalog.resolve_actor("LMS/DRMS").id == "lms"
     assert catalog.resolve_actor("customer gateway/esi").id == "esi"
-    assert catalog.resolve_actor("EMS", domain="AMI").id == "ems"
+    assert catalog.resolve_actor("EMS", domain="AMI").id == "utility_ems"
     assert catalog.resolve_actor("EMS", domain="DR").id == "customer_ems"
     with pytest.raises(UnknownActor, match="give the section"):
         catalog.resolve_actor("EMS")
