@@ -3,14 +3,31 @@
 ::
 
     GridloomError
-    └── CatalogError
-        ├── CatalogDataError      the catalog's YAML is malformed or inconsistent
-        ├── UnknownInterface      no interface with that id
-        ├── UnknownActor          no actor with that id or alias
-        └── UnknownDomain         no section / domain with that name
+    ├── CatalogError
+    │   ├── CatalogDataError        the catalog's YAML is malformed or inconsistent
+    │   ├── UnknownInterface        no interface with that id (also a Rejected, below)
+    │   ├── UnknownActor            no actor with that id or alias
+    │   └── UnknownDomain           no section / domain with that name
+    ├── FabricError
+    │   ├── Rejected                a message the fabric refused; never reaches the receiver
+    │   │   ├── MalformedEnvelope   not a gridloom frame, or a field is missing or of the wrong type
+    │   │   ├── UnknownInterface    the interface id is not in the catalog
+    │   │   ├── UnknownMessageType  the interface does not carry that message type
+    │   │   ├── SignatureInvalid    the signature does not match the frame
+    │   │   ├── CertificateInvalid  unknown signer, not issued by our CA, expired or not yet valid
+    │   │   │   └── CertificateRevoked
+    │   │   ├── DecryptionFailed    the payload cannot be decrypted by this receiver
+    │   │   ├── ReplayDetected      a (sender, sequence) pair seen before
+    │   │   ├── StaleMessage        older than the interface's freshness window (or from the future)
+    │   │   └── NotAuthorised       the sender's role may not use this interface in this direction
+    │   ├── PkiError                the certificate authority or a keystore is missing or unusable
+    │   └── TransportError          the transport is not started or its server cannot be reached
+    └── AuditError
+        └── AuditTampered           the audit log's hash chain is broken
 
 Errors that name a thing the user typed carry close matches, so the CLI can say
-"did you mean".
+"did you mean". A :class:`Rejected` carries the interface it was sent on, so rejections
+can be counted per interface.
 """
 
 from __future__ import annotations
@@ -29,22 +46,92 @@ class CatalogDataError(CatalogError):
 
 
 class _UnknownName(CatalogError):
-    kind = "name"
+    noun = "name"
 
     def __init__(self, name: str, suggestions: list[str] | None = None) -> None:
         self.name = name
         self.suggestions = suggestions or []
         hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
-        super().__init__(f"unknown {self.kind} {name!r}{hint}")
-
-
-class UnknownInterface(_UnknownName):
-    kind = "interface"
+        super().__init__(f"unknown {self.noun} {name!r}{hint}")
 
 
 class UnknownActor(_UnknownName):
-    kind = "actor"
+    noun = "actor"
 
 
 class UnknownDomain(_UnknownName):
-    kind = "domain"
+    noun = "domain"
+
+
+class FabricError(GridloomError):
+    """Something about moving messages between actors."""
+
+
+class Rejected(FabricError):
+    """A message the fabric refused. ``interface`` is where it claimed to travel, if known."""
+
+    def __init__(self, message: str, *, interface: str | None = None) -> None:
+        self.interface = interface
+        super().__init__(f"{interface}: {message}" if interface else message)
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+class MalformedEnvelope(Rejected):
+    pass
+
+
+class UnknownInterface(_UnknownName, Rejected):
+    """No interface with that id: a catalog lookup error, and a rejection when a message names it."""
+
+    noun = "interface"
+
+
+class UnknownMessageType(Rejected):
+    pass
+
+
+class SignatureInvalid(Rejected):
+    pass
+
+
+class CertificateInvalid(Rejected):
+    pass
+
+
+class CertificateRevoked(CertificateInvalid):
+    pass
+
+
+class DecryptionFailed(Rejected):
+    pass
+
+
+class ReplayDetected(Rejected):
+    pass
+
+
+class StaleMessage(Rejected):
+    pass
+
+
+class NotAuthorised(Rejected):
+    pass
+
+
+class PkiError(FabricError):
+    """The certificate authority or a keystore is missing, damaged or unreadable."""
+
+
+class TransportError(FabricError):
+    """The transport is not started, or its server cannot be reached."""
+
+
+class AuditError(GridloomError):
+    """Something about the audit log."""
+
+
+class AuditTampered(AuditError):
+    """The audit log's chain is broken: an entry was altered, removed, inserted or reordered."""

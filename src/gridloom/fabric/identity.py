@@ -1,0 +1,389 @@
+"""gridloom's own certificate authority, actor identities and the trust store.
+
+Every actor instance gets two X.509 certificates from the CA, both naming its role (a
+catalog actor id, in the subject's OU) and its instance id (CN): one for its Ed25519
+signing key, one for its X25519 key-agreement key. Keys are written with mode 0600 in a
+keystore folder of mode 0700. Revocation is an X.509 CRL signed by the CA.
+
+Layout of a keystore::
+
+    ca.key  ca.crt  crl.pem
+    actors/<instance>.sign.key  .sign.crt  .kex.key  .kex.crt
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.x509.oid import NameOID
+
+from gridloom.catalog import Catalog
+from gridloom.errors import CertificateInvalid, CertificateRevoked, PkiError
+
+Clock = Callable[[], dt.datetime]
+ORGANISATION = "gridloom"
+DEFAULT_VALIDITY = dt.timedelta(days=365)
+_INSTANCE_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """Short, stable id of a certificate: the first 16 bytes of SHA-256 of its DER, in hex."""
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()[:32]
+
+
+def _name(common_name: str, unit: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str:
+    values = name.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else ""
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a secret file readable only by its owner, never briefly world-readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _cert_pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An actor instance's keys and certificates."""
+
+    instance: str
+    role: str
+    signing_key: Ed25519PrivateKey
+    signing_cert: x509.Certificate
+    kex_key: X25519PrivateKey
+    kex_cert: x509.Certificate
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", fingerprint(self.signing_cert))
+
+    def sign(self, data: bytes) -> bytes:
+        return self.signing_key.sign(data)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What the trust store knows of a verified sender or recipient."""
+
+    instance: str
+    role: str
+    fingerprint: str
+    serial: int
+    signing_key: Ed25519PublicKey
+    kex_key: X25519PublicKey
+    kex_fingerprint: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+class CertificateAuthority:
+    """The stack's CA: issues actor certificates and revokes them."""
+
+    def __init__(self, folder: Path, key: Ed25519PrivateKey, certificate: x509.Certificate) -> None:
+        self.folder = folder
+        self.key = key
+        self.certificate = certificate
+
+    # --- creation and loading ---------------------------------------------------
+    @classmethod
+    def init(
+        cls, folder: Path, *, name: str = "gridloom CA", clock: Clock = utc_now, validity_days: int = 3650
+    ) -> CertificateAuthority:
+        """Create a new CA in ``folder`` (which must not already hold one)."""
+        folder = Path(folder)
+        if (folder / "ca.key").exists():
+            raise PkiError(f"{folder} already holds a CA (ca.key); use another folder or load it")
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)
+        (folder / "actors").mkdir(exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        now = clock()
+        subject = _name(name, "certificate-authority")
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=validity_days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(key, None)
+        )
+        _write_private(folder / "ca.key", _private_pem(key))
+        (folder / "ca.crt").write_bytes(_cert_pem(certificate))
+        ca = cls(folder, key, certificate)
+        ca._write_crl([], clock)
+        return ca
+
+    @classmethod
+    def load(cls, folder: Path) -> CertificateAuthority:
+        folder = Path(folder)
+        try:
+            key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+            certificate = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+        except FileNotFoundError as exc:
+            raise PkiError(f"no CA in {folder}: run 'gridloom pki init {folder}' first") from exc
+        except ValueError as exc:
+            raise PkiError(f"the CA files in {folder} are damaged: {exc}") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise PkiError(f"{folder / 'ca.key'} is not an Ed25519 key")
+        return cls(folder, key, certificate)
+
+    # --- issuing ------------------------------------------------------------------
+    def issue(
+        self,
+        role: str,
+        instance: str,
+        *,
+        catalog: Catalog | None = None,
+        clock: Clock = utc_now,
+        validity: dt.timedelta = DEFAULT_VALIDITY,
+        not_before: dt.datetime | None = None,
+        save: bool = True,
+    ) -> Identity:
+        """Issue signing and key-agreement certificates for one actor instance.
+
+        ``role`` must be a catalog actor id when a catalog is given; ``instance`` is a
+        lowercase name unique within the stack (letters, digits, ``-`` and ``_``).
+        """
+        if not instance or not set(instance) <= _INSTANCE_CHARS:
+            raise PkiError(f"instance id {instance!r} must be lowercase letters, digits, '-' or '_'")
+        if catalog is not None:
+            role = catalog.resolve_actor(role).id
+        start = not_before or clock() - dt.timedelta(minutes=5)
+        signing_key = Ed25519PrivateKey.generate()
+        kex_key = X25519PrivateKey.generate()
+        signing_cert = self._certificate(role, instance, signing_key.public_key(), start, validity, signing=True)
+        kex_cert = self._certificate(role, instance, kex_key.public_key(), start, validity, signing=False)
+        identity = Identity(instance, role, signing_key, signing_cert, kex_key, kex_cert)
+        if save:
+            self._save(identity)
+        return identity
+
+    def _certificate(
+        self,
+        role: str,
+        instance: str,
+        public_key: Ed25519PublicKey | X25519PublicKey,
+        start: dt.datetime,
+        validity: dt.timedelta,
+        *,
+        signing: bool,
+    ) -> x509.Certificate:
+        usage = (
+            x509.KeyUsage(True, True, False, False, False, False, False, False, False)
+            if signing
+            else x509.KeyUsage(False, False, False, False, True, False, False, False, False)
+        )
+        return (
+            x509.CertificateBuilder()
+            .subject_name(_name(instance, role))
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + validity)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage, critical=True)
+            .sign(self.key, None)
+        )
+
+    def _save(self, identity: Identity) -> None:
+        actors = self.folder / "actors"
+        actors.mkdir(exist_ok=True, mode=0o700)
+        base = actors / identity.instance
+        _write_private(base.with_suffix(".sign.key"), _private_pem(identity.signing_key))
+        _write_private(base.with_suffix(".kex.key"), _private_pem(identity.kex_key))
+        base.with_suffix(".sign.crt").write_bytes(_cert_pem(identity.signing_cert))
+        base.with_suffix(".kex.crt").write_bytes(_cert_pem(identity.kex_cert))
+
+    def load_identity(self, instance: str) -> Identity:
+        base = self.folder / "actors" / instance
+        try:
+            signing_key = serialization.load_pem_private_key(base.with_suffix(".sign.key").read_bytes(), None)
+            kex_key = serialization.load_pem_private_key(base.with_suffix(".kex.key").read_bytes(), None)
+            signing_cert = x509.load_pem_x509_certificate(base.with_suffix(".sign.crt").read_bytes())
+            kex_cert = x509.load_pem_x509_certificate(base.with_suffix(".kex.crt").read_bytes())
+        except FileNotFoundError as exc:
+            raise PkiError(f"no identity {instance!r} in {self.folder}: issue it with 'gridloom pki issue'") from exc
+        if not isinstance(signing_key, Ed25519PrivateKey) or not isinstance(kex_key, X25519PrivateKey):
+            raise PkiError(f"the keys of {instance!r} in {self.folder} are of the wrong type")
+        role = _attribute(signing_cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+        return Identity(instance, role, signing_key, signing_cert, kex_key, kex_cert)
+
+    def identities(self) -> list[Identity]:
+        return [
+            self.load_identity(p.name.removesuffix(".sign.crt"))
+            for p in sorted((self.folder / "actors").glob("*.sign.crt"))
+        ]
+
+    # --- revocation -----------------------------------------------------------------
+    def revoke(self, certificate: x509.Certificate, *, clock: Clock = utc_now) -> None:
+        """Add a certificate to the CRL (idempotent)."""
+        serials = self.revoked_serials()
+        if certificate.serial_number not in serials:
+            self._write_crl([*serials, certificate.serial_number], clock)
+
+    def revoked_serials(self) -> list[int]:
+        crl_path = self.folder / "crl.pem"
+        if not crl_path.exists():
+            return []
+        crl = x509.load_pem_x509_crl(crl_path.read_bytes())
+        return [entry.serial_number for entry in crl]
+
+    def _write_crl(self, serials: Iterable[int], clock: Clock) -> None:
+        now = clock()
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(now)
+            .next_update(now + dt.timedelta(days=7))
+        )
+        for serial in serials:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            )
+        (self.folder / "crl.pem").write_bytes(builder.sign(self.key, None).public_bytes(serialization.Encoding.PEM))
+
+
+class TrustStore:
+    """Verified certificates of the stack's actors, looked up by fingerprint.
+
+    A certificate is admitted only if the CA signed it (checked once, when added). Every
+    lookup checks revocation and the validity period at the given time, so a revoked or
+    expired certificate stops working at once.
+    """
+
+    def __init__(self, ca_certificate: x509.Certificate, *, revoked: Iterable[int] = ()) -> None:
+        self._ca = ca_certificate
+        ca_key = ca_certificate.public_key()
+        if not isinstance(ca_key, Ed25519PublicKey):
+            raise PkiError("the CA certificate does not hold an Ed25519 key")
+        self._ca_key = ca_key
+        self._revoked: set[int] = set(revoked)
+        self._peers: dict[str, Peer] = {}
+        self._by_instance: dict[str, Peer] = {}
+
+    @classmethod
+    def from_authority(cls, ca: CertificateAuthority) -> TrustStore:
+        store = cls(ca.certificate, revoked=ca.revoked_serials())
+        for identity in ca.identities():
+            store.add(identity.signing_cert, identity.kex_cert)
+        return store
+
+    def _check_issued_by_ca(self, certificate: x509.Certificate) -> None:
+        if certificate.issuer != self._ca.subject:
+            raise CertificateInvalid(f"certificate of {certificate.subject.rfc4514_string()} was not issued by our CA")
+        try:
+            self._ca_key.verify(certificate.signature, certificate.tbs_certificate_bytes)
+        except InvalidSignature:
+            raise CertificateInvalid(
+                f"certificate of {certificate.subject.rfc4514_string()} has a bad CA signature"
+            ) from None
+
+    def add(self, signing_cert: x509.Certificate, kex_cert: x509.Certificate) -> Peer:
+        """Admit an actor's certificate pair after checking both against the CA."""
+        for certificate in (signing_cert, kex_cert):
+            self._check_issued_by_ca(certificate)
+        signing_key = signing_cert.public_key()
+        kex_key = kex_cert.public_key()
+        if not isinstance(signing_key, Ed25519PublicKey) or not isinstance(kex_key, X25519PublicKey):
+            raise CertificateInvalid("an actor needs an Ed25519 signing and an X25519 key-agreement certificate")
+        instance = _attribute(signing_cert.subject, NameOID.COMMON_NAME)
+        role = _attribute(signing_cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+        if (instance, role) != (
+            _attribute(kex_cert.subject, NameOID.COMMON_NAME),
+            _attribute(kex_cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME),
+        ):
+            raise CertificateInvalid(f"the certificates of {instance!r} name different subjects")
+        peer = Peer(
+            instance=instance,
+            role=role,
+            fingerprint=fingerprint(signing_cert),
+            serial=signing_cert.serial_number,
+            signing_key=signing_key,
+            kex_key=kex_key,
+            kex_fingerprint=fingerprint(kex_cert),
+            not_before=max(signing_cert.not_valid_before_utc, kex_cert.not_valid_before_utc),
+            not_after=min(signing_cert.not_valid_after_utc, kex_cert.not_valid_after_utc),
+        )
+        self._peers[peer.fingerprint] = peer
+        self._by_instance[instance] = peer
+        return peer
+
+    def add_identity(self, identity: Identity) -> Peer:
+        return self.add(identity.signing_cert, identity.kex_cert)
+
+    def revoke(self, serial: int) -> None:
+        self._revoked.add(serial)
+
+    def _usable(self, peer: Peer, at: dt.datetime) -> Peer:
+        if peer.serial in self._revoked:
+            raise CertificateRevoked(f"the certificate of {peer.instance!r} ({peer.role}) is revoked")
+        if not peer.not_before <= at <= peer.not_after:
+            raise CertificateInvalid(
+                f"the certificate of {peer.instance!r} is valid from {peer.not_before:%Y-%m-%d %H:%M} "
+                f"to {peer.not_after:%Y-%m-%d %H:%M} UTC, not at {at:%Y-%m-%d %H:%M} UTC"
+            )
+        return peer
+
+    def signer(self, fingerprint_hex: str, at: dt.datetime) -> Peer:
+        """The peer whose signing certificate has this fingerprint, if usable at ``at``."""
+        peer = self._peers.get(fingerprint_hex)
+        if peer is None:
+            raise CertificateInvalid(
+                f"unknown signer certificate {fingerprint_hex[:16]}…: not issued to any actor we know"
+            )
+        return self._usable(peer, at)
+
+    def instance(self, instance: str, at: dt.datetime) -> Peer:
+        peer = self._by_instance.get(instance)
+        if peer is None:
+            raise CertificateInvalid(f"no certificate for actor instance {instance!r}")
+        return self._usable(peer, at)
+
+    def instances_of(self, role: str, at: dt.datetime) -> list[Peer]:
+        """Every instance of a role whose certificate is usable at ``at``."""
+        return [
+            p
+            for p in self._by_instance.values()
+            if p.role == role and p.serial not in self._revoked and p.not_before <= at <= p.not_after
+        ]
