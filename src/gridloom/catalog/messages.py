@@ -34,8 +34,12 @@ class MessageKind(StrEnum):
 
 
 _KIND_WORDS: tuple[tuple[MessageKind, re.Pattern[str]], ...] = (
+    # An answer or confirmation is data about a command, not a command: "Response to CIS
+    # requests", "Confirmations on execution of direct controls".
+    (MessageKind.REPORT, re.compile(r"^\s*(response|responses|confirmation|confirmations)\b")),
     (MessageKind.COMMAND, re.compile(r"\b(command|commands|control|controls|controlling|dispatch|trigger|triggers)\b")),
-    (MessageKind.REQUEST, re.compile(r"\b(request|requests)\b")),
+    # A bid or offer asks the market to trade: the seed wants it non-repudiable (DGM 2, ET 2).
+    (MessageKind.REQUEST, re.compile(r"\b(request|requests|bid|bids|offer|offers)\b")),
     (MessageKind.EVENT, re.compile(r"\b(event|events|alarm|alarms|outage|outages)\b")),
 )
 

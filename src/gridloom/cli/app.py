@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gridloom.cli.commands import catalog, run
+from gridloom.cli.commands import assess, audit, catalog, pki, run
 
 app = typer.Typer(
     name="gridloom",
@@ -13,4 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(pki.app, name="pki")
+app.add_typer(audit.app, name="audit")
 app.command(name="run")(run.run)
+app.command(name="assess")(assess.assess)

@@ -188,6 +188,10 @@ class CertificateAuthority:
             raise PkiError(f"instance id {instance!r} must be lowercase letters, digits, '-' or '_'")
         if catalog is not None:
             role = catalog.resolve_actor(role).id
+        if save and (self.folder / "actors" / f"{instance}.sign.crt").exists():
+            raise PkiError(
+                f"{instance!r} already has an identity in {self.folder}; revoke it and issue a new instance id"
+            )
         start = not_before or clock() - dt.timedelta(minutes=5)
         signing_key = Ed25519PrivateKey.generate()
         kex_key = X25519PrivateKey.generate()

@@ -37,11 +37,12 @@ _WINDOW_BY_KIND_S = {
     TimingKind.PERIODIC: 24 * 3600.0,
     TimingKind.HOURS_TO_DAYS: 3 * 86400.0,
     TimingKind.DAY_AHEAD: 2 * 86400.0,
-    TimingKind.UNSPECIFIED: 24 * 3600.0,
+    TimingKind.UNSPECIFIED: 3600.0,
 }
+# Information that is private to a customer or commercially sensitive, in the seed's words.
 _SENSITIVE_WORDS = re.compile(
-    r"\b(customer|customers|usage|price|prices|pricing|bid|bids|billing|bill|account|credit card|"
-    r"payment|tariff|authorization|enrollment|market)\b",
+    r"\b(customer|customers|usage|consumption|meter reading|meter data|metering data|price|prices|pricing|"
+    r"bid|bids|billing|bill|account|credit card|payment|tariff|authorization|enrollment|market)\b",
     re.IGNORECASE,
 )
 
@@ -131,7 +132,9 @@ def _encryption(interface: Interface, catalog: Catalog) -> tuple[bool, str]:
         return True, f"carries {match.group(0).lower()} information"
     if level is SecurityLevel.LOW:
         return False, "the seed rates confidentiality less critical"
-    return False, "operational data; the seed asks for integrity, not confidentiality"
+    if interface.security.integrity.level > SecurityLevel.NOT_STATED:
+        return False, "operational data; the seed asks for integrity, not confidentiality"
+    return False, "operational data; the seed states no confidentiality need"
 
 
 class Policy:
