@@ -53,7 +53,7 @@ def interval_reads(n: int) -> list[tuple[int, int, float, float, float, int]]:
     return [(i, start, 312.5 + i % 97, 41.0, 230.1 + (i % 7) / 10, 0) for i in range(n)]
 
 
-async def _run(transport: Transport, batches: int, batch_size: int, singles: int) -> dict[str, float]:
+async def _run(transport: Transport, prefix: str, batches: int, batch_size: int, singles: int) -> dict[str, float]:
     catalog = load_catalog()
     with tempfile.TemporaryDirectory() as folder:
         ca = CertificateAuthority.init(Path(folder) / "pki")
@@ -70,7 +70,7 @@ async def _run(transport: Transport, batches: int, batch_size: int, singles: int
             catalog=catalog,
             transport=transport,
             trust=TrustStore(ca.certificate),
-            prefix=f"bench{uuid.uuid4().hex[:8]}",
+            prefix=prefix,
         )
         received = {"records": 0, "messages": 0}
         done = asyncio.Event()
@@ -130,7 +130,7 @@ async def main() -> None:
     raw = raw_ed25519_per_s(body_size, seconds)
     print(f"raw Ed25519 sign+verify ({body_size} B):            {raw:12,.0f} /s")
     async with MemoryTransport() as memory:
-        figures = await _run(memory, batches, 1_000, singles)
+        figures = await _run(memory, "bench", batches, 1_000, singles)
     ratio = figures["envelopes_per_s"] / raw
     envelopes, records = figures["envelopes_per_s"], figures["batch_records_per_s"]
     print(f"envelopes signed+routed+verified (in-process): {envelopes:12,.0f} /s   ratio {ratio:.2f} (goal >= 0.5)")
@@ -145,10 +145,10 @@ async def main() -> None:
     if args.nats:
         from gridloom.fabric.transports.nats import JetStreamTransport
 
-        stream = f"BENCH{uuid.uuid4().hex[:8].upper()}"
-        transport = JetStreamTransport(args.nats, stream=stream, subjects="bench*.>")
+        tag = uuid.uuid4().hex[:8]
+        transport = JetStreamTransport(args.nats, stream=f"BENCH{tag.upper()}", subjects=f"bench{tag}.>")
         async with transport:
-            js = await _run(transport, js_batches, 1_000, 0)
+            js = await _run(transport, f"bench{tag}", js_batches, 1_000, 0)
             await transport.delete_stream()
         print(f"records via 1,000-record batches (JetStream):  {js['batch_records_per_s']:12,.0f} /s")
         result["jetstream_batch_records_per_s"] = round(js["batch_records_per_s"])
