@@ -64,15 +64,21 @@ def test_pki_init_refuses_to_overwrite(tmp_path: Path) -> None:
     assert (tmp_path / "pki" / "ca.key").read_bytes() == key
 
 
-def test_audit_verify_passes_then_catches_tampering(tmp_path: Path) -> None:
+def _signed_log(tmp_path: Path, entries: int) -> tuple[Path, Path]:
+    """A keystore made with the CLI and an audit log of ``entries`` commands signed by its auditor."""
     keystore = tmp_path / "pki"
     _ok("pki", "init", "--keystore", str(keystore))
     auditor = CertificateAuthority.load(keystore).load_identity("auditor")
     log_path = tmp_path / "audit.jsonl"
     log = AuditLog(log_path, signing_key=auditor.signing_key, clock=utc_now)
-    for n in range(3):
+    for n in range(entries):
         log.append({"command": "disconnect", "meter": f"m-{n}"})
     log.close()
+    return keystore, log_path
+
+
+def test_audit_verify_passes_then_catches_tampering(tmp_path: Path) -> None:
+    keystore, log_path = _signed_log(tmp_path, 3)
     out = _ok("audit", "verify", str(log_path), "--keystore", str(keystore))
     assert "3 entries" in out
     assert "signed head checked" in out
@@ -89,14 +95,7 @@ def test_audit_verify_passes_then_catches_tampering(tmp_path: Path) -> None:
 
 
 def test_audit_verify_detects_entries_cut_off_the_end(tmp_path: Path) -> None:
-    keystore = tmp_path / "pki"
-    _ok("pki", "init", "--keystore", str(keystore))
-    auditor = CertificateAuthority.load(keystore).load_identity("auditor")
-    log_path = tmp_path / "audit.jsonl"
-    log = AuditLog(log_path, signing_key=auditor.signing_key, clock=utc_now)
-    for n in range(3):
-        log.append({"n": n})
-    log.close()
+    keystore, log_path = _signed_log(tmp_path, 3)
     log_path.write_text("\n".join(log_path.read_text().splitlines()[:2]) + "\n")
     assert runner.invoke(app, ["audit", "verify", str(log_path)]).exit_code == 0  # the chain alone cannot tell
     result = runner.invoke(app, ["audit", "verify", str(log_path), "--keystore", str(keystore)])

@@ -246,35 +246,29 @@ class Endpoint:
         group: str | None = None,
         correlation_id: str | None = None,
         extensions: dict[str, Any] | None = None,
+        records: int = 1,
     ) -> list[Envelope]:
         """Send one message; returns the envelope of each copy published."""
-        return await self._publish(
-            self.build(
-                interface, message_type, body, to=to, group=group, correlation_id=correlation_id, extensions=extensions
-            )
-        )
-
-    async def send_batch(
-        self,
-        interface: str,
-        message_type: str,
-        records: list[Any],
-        *,
-        to: str | None = None,
-        group: str | None = None,
-        correlation_id: str | None = None,
-    ) -> list[Envelope]:
-        """Send many records (e.g. a concentrator's interval reads) under one signature."""
         built = self.build(
-            interface, message_type, records, to=to, group=group, correlation_id=correlation_id, records=len(records)
+            interface,
+            message_type,
+            body,
+            to=to,
+            group=group,
+            correlation_id=correlation_id,
+            extensions=extensions,
+            records=records,
         )
-        return await self._publish(built)
-
-    async def _publish(self, built: list[tuple[str, bytes, Envelope]]) -> list[Envelope]:
         await self.fabric.transport.publish_many([(subject, frame, env.message_id) for subject, frame, env in built])
         for _, _, envelope in built:
             self.fabric.stats[envelope.interface].sent += 1
         return [envelope for _, _, envelope in built]
+
+    async def send_batch(
+        self, interface: str, message_type: str, records: list[Any], *, to: str | None = None, group: str | None = None
+    ) -> list[Envelope]:
+        """Send many records (e.g. a concentrator's interval reads) under one signature."""
+        return await self.send(interface, message_type, records, to=to, group=group, records=len(records))
 
     # --- receiving ----------------------------------------------------------------------
     async def receive(self, subject: str, data: bytes) -> None:
