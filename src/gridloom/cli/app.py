@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gridloom.cli.commands import assess, audit, catalog, pki, run
+from gridloom.cli.commands import assess, audit, catalog, grid, pki, run
 
 app = typer.Typer(
     name="gridloom",
@@ -15,5 +15,6 @@ app = typer.Typer(
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(pki.app, name="pki")
 app.add_typer(audit.app, name="audit")
+app.add_typer(grid.app, name="grid")
 app.command(name="run")(run.run)
 app.command(name="assess")(assess.assess)

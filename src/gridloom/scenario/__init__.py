@@ -1,0 +1,1 @@
+"""Scenarios: the simulated clock, scenario files, the runner and its report."""
