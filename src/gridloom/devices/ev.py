@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from gridloom.devices.distributions import Distribution
-from gridloom.errors import DeviceConfigError, DeviceInputError, IntervalOutOfOrder, UnknownDevice
+from gridloom.devices.selection import readonly, select_units
+from gridloom.errors import DeviceConfigError, DeviceInputError, IntervalOutOfOrder
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IndexArray = npt.NDArray[np.intp]
-_T = TypeVar("_T", bound=np.generic)
 
 __all__ = [
     "HOME_CHARGING",
@@ -104,29 +103,6 @@ class EvSessions:
 
     def __len__(self) -> int:
         return len(self.evse)
-
-
-def _select(units: npt.ArrayLike, n: int, noun: str) -> IndexArray:
-    """Indices from integer positions or a boolean mask of length ``n``."""
-    idx = np.atleast_1d(np.asarray(units))
-    if idx.dtype == bool:
-        if idx.shape != (n,):
-            raise DeviceInputError(f"a {noun} mask has {n} entries, got shape {idx.shape}")
-        return np.flatnonzero(idx)
-    if idx.size == 0:
-        return np.zeros(0, dtype=np.intp)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise DeviceInputError(f"{noun}s are given as integer positions or a boolean mask, got {idx.dtype} {idx.shape}")
-    bad = idx[(idx < 0) | (idx >= n)]
-    if bad.size:
-        raise UnknownDevice(f"no {noun} {bad[0]} in a fleet of {n}", devices=[str(b) for b in bad[:10]])
-    return idx.astype(np.intp)
-
-
-def _readonly(array: npt.NDArray[_T]) -> npt.NDArray[_T]:
-    view = array.view()
-    view.flags.writeable = False
-    return view
 
 
 class EvFleet:
@@ -243,7 +219,7 @@ class EvFleet:
     # -- commands ---------------------------------------------------------------------
 
     def _evse(self, evse: npt.ArrayLike) -> IndexArray:
-        return _select(evse, self.n, "charger")
+        return select_units(evse, self.n, "charger")
 
     def set_limit(self, evse: npt.ArrayLike, limit_w: npt.ArrayLike) -> None:
         """Limit chargers to ``limit_w`` W until the next command (``inf`` lifts the limit)."""
@@ -301,12 +277,12 @@ class EvFleet:
 
     @property
     def evse_max_w(self) -> FloatArray:
-        return _readonly(self._evse_max_w)
+        return readonly(self._evse_max_w)
 
     @property
     def limit_w(self) -> FloatArray:
         """The commanded limit of each charger (inf where none)."""
-        return _readonly(self._limit_w)
+        return readonly(self._limit_w)
 
     @property
     def plugged(self) -> BoolArray:
@@ -322,17 +298,17 @@ class EvFleet:
     @property
     def energy_need_wh(self) -> FloatArray:
         """Energy the current (or next) session needs in total."""
-        return _readonly(self._need_wh)
+        return readonly(self._need_wh)
 
     @property
     def energy_delivered_wh(self) -> FloatArray:
         """Energy delivered so far in the current (or next) session."""
-        return _readonly(self._delivered_wh)
+        return readonly(self._delivered_wh)
 
     @property
     def energy_delivered_total_wh(self) -> FloatArray:
         """Energy each charger has delivered since the fleet started (a submeter register)."""
-        return _readonly(self._total_wh)
+        return readonly(self._total_wh)
 
     @property
     def arrival_us(self) -> npt.NDArray[np.int64]:

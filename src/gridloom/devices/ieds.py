@@ -29,17 +29,16 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from gridloom.devices.selection import readonly, select_units
 from gridloom.errors import DeviceConfigError, DeviceInputError, UnknownDevice
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IndexArray = npt.NDArray[np.intp]
-_T = TypeVar("_T", bound=np.generic)
 
 __all__ = [
     "TAP_MAX",
@@ -164,29 +163,6 @@ class IedMeasurements:
         return len(self.ied)
 
 
-def _select(units: npt.ArrayLike, n: int, noun: str) -> IndexArray:
-    """Indices from integer positions or a boolean mask of length ``n``."""
-    idx = np.atleast_1d(np.asarray(units))
-    if idx.dtype == bool:
-        if idx.shape != (n,):
-            raise DeviceInputError(f"a {noun} mask has {n} entries, got shape {idx.shape}")
-        return np.flatnonzero(idx)
-    if idx.size == 0:
-        return np.zeros(0, dtype=np.intp)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise DeviceInputError(f"{noun}s are given as integer positions or a boolean mask, got {idx.dtype} {idx.shape}")
-    bad = idx[(idx < 0) | (idx >= n)]
-    if bad.size:
-        raise UnknownDevice(f"no {noun} {bad[0]} in a fleet of {n}", devices=[str(b) for b in bad[:10]])
-    return idx.astype(np.intp)
-
-
-def _readonly(array: npt.NDArray[_T]) -> npt.NDArray[_T]:
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
 def _epoch_us(at: dt.datetime) -> int:
     if at.tzinfo is None:
         raise DeviceInputError("the clock must give timezone-aware UTC times")
@@ -286,24 +262,24 @@ class IedFleet:
 
     @property
     def kind(self) -> npt.NDArray[np.int8]:
-        return _readonly(self._kind)
+        return readonly(self._kind)
 
     @property
     def node(self) -> IndexArray:
-        return _readonly(self._node)
+        return readonly(self._node)
 
     @property
     def closed(self) -> BoolArray:
         """Switching devices and capacitor banks: closed / switched in (regulators: True)."""
-        return _readonly(self._closed)
+        return readonly(self._closed)
 
     @property
     def tap(self) -> npt.NDArray[np.int16]:
-        return _readonly(self._tap)
+        return readonly(self._tap)
 
     @property
     def auto(self) -> BoolArray:
-        return _readonly(self._auto)
+        return readonly(self._auto)
 
     def ied_time_us(self, true_us: int | npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.int64]:
         """Every IED's clock reading at true time ``true_us`` (default: now), epoch microseconds."""
@@ -314,7 +290,7 @@ class IedFleet:
 
     def _pick(self, ieds: npt.ArrayLike | Sequence[str], allowed: tuple[IedKind, ...], what: str) -> IndexArray:
         raw = np.atleast_1d(np.asarray(ieds))
-        idx = self.index([str(x) for x in raw]) if raw.dtype.kind in "US" else _select(raw, self.n, "IED")
+        idx = self.index([str(x) for x in raw]) if raw.dtype.kind in "US" else select_units(raw, self.n, "IED")
         wrong = idx[~np.isin(self._kind[idx], np.array(allowed, dtype=np.int8))]
         if wrong.size:
             names = ", ".join(self.ids[wrong[:5]].tolist())

@@ -40,17 +40,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from gridloom.errors import DeviceConfigError, DeviceInputError, UnknownDevice
+from gridloom.devices.selection import readonly, select_units
+from gridloom.errors import DeviceConfigError, DeviceInputError
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IndexArray = npt.NDArray[np.intp]
-_T = TypeVar("_T", bound=np.generic)
 
 __all__ = [
     "PvFleet",
@@ -153,29 +152,6 @@ def volt_watt_p_pu(
     return np.interp(v, (curve.v1_pu, curve.v2_pu), (curve.p1_pu, p2))
 
 
-def _select(units: npt.ArrayLike, n: int, noun: str) -> IndexArray:
-    """Indices from integer positions or a boolean mask of length ``n``."""
-    idx = np.atleast_1d(np.asarray(units))
-    if idx.dtype == bool:
-        if idx.shape != (n,):
-            raise DeviceInputError(f"a {noun} mask has {n} entries, got shape {idx.shape}")
-        return np.flatnonzero(idx)
-    if idx.size == 0:
-        return np.zeros(0, dtype=np.intp)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise DeviceInputError(f"{noun}s are given as integer positions or a boolean mask, got {idx.dtype} {idx.shape}")
-    bad = idx[(idx < 0) | (idx >= n)]
-    if bad.size:
-        raise UnknownDevice(f"no {noun} {bad[0]} in a fleet of {n}", devices=[str(b) for b in bad[:10]])
-    return idx.astype(np.intp)
-
-
-def _readonly(array: npt.NDArray[_T]) -> npt.NDArray[_T]:
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
 def _float_array(name: str, value: npt.ArrayLike, n: int) -> FloatArray:
     array = np.array(np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)))
     if not np.all(np.isfinite(array)):
@@ -230,33 +206,33 @@ class PvFleet:
 
     @property
     def rated_w(self) -> FloatArray:
-        return _readonly(self._rated_w)
+        return readonly(self._rated_w)
 
     @property
     def inverter_va(self) -> FloatArray:
-        return _readonly(self._inverter_va)
+        return readonly(self._inverter_va)
 
     @property
     def can_absorb_p(self) -> BoolArray:
-        return _readonly(self._can_absorb_p)
+        return readonly(self._can_absorb_p)
 
     @property
     def volt_var_enabled(self) -> BoolArray:
-        return _readonly(self._volt_var_enabled)
+        return readonly(self._volt_var_enabled)
 
     @property
     def volt_watt_enabled(self) -> BoolArray:
-        return _readonly(self._volt_watt_enabled)
+        return readonly(self._volt_watt_enabled)
 
     @property
     def p_limit_w(self) -> FloatArray:
         """Commanded active power cap per unit (inf where none)."""
-        return _readonly(self._p_limit_w)
+        return readonly(self._p_limit_w)
 
     # -- commands ---------------------------------------------------------------------
 
     def _units(self, units: npt.ArrayLike) -> IndexArray:
-        return _select(units, self.n, "PV unit")
+        return select_units(units, self.n, "PV unit")
 
     def set_volt_var(self, units: npt.ArrayLike, curve: VoltVarCurve) -> None:
         idx = self._units(units)

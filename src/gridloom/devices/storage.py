@@ -29,16 +29,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict, TypeVar
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
-from gridloom.errors import DeviceConfigError, DeviceInputError, UnknownDevice
+from gridloom.devices.selection import readonly, select_units
+from gridloom.errors import DeviceConfigError, DeviceInputError
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
-_T = TypeVar("_T", bound=np.generic)
 
 __all__ = ["HOME_BATTERY", "UTILITY_BATTERY", "StorageCapability", "StorageFleet", "StorageSpec"]
 
@@ -85,29 +85,6 @@ class StorageCapability(TypedDict):
     energy_headroom_wh: FloatArray  # AC energy it can still absorb (below the ceiling)
     soc_frac: FloatArray  # state of charge as a fraction of usable capacity
     health: FloatArray  # state of health, 1.0 new
-
-
-def _select(units: npt.ArrayLike, n: int, noun: str) -> IndexArray:
-    """Indices from integer positions or a boolean mask of length ``n``."""
-    idx = np.atleast_1d(np.asarray(units))
-    if idx.dtype == bool:
-        if idx.shape != (n,):
-            raise DeviceInputError(f"a {noun} mask has {n} entries, got shape {idx.shape}")
-        return np.flatnonzero(idx)
-    if idx.size == 0:
-        return np.zeros(0, dtype=np.intp)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise DeviceInputError(f"{noun}s are given as integer positions or a boolean mask, got {idx.dtype} {idx.shape}")
-    bad = idx[(idx < 0) | (idx >= n)]
-    if bad.size:
-        raise UnknownDevice(f"no {noun} {bad[0]} in a fleet of {n}", devices=[str(b) for b in bad[:10]])
-    return idx.astype(np.intp)
-
-
-def _readonly(array: npt.NDArray[_T]) -> npt.NDArray[_T]:
-    view = array.view()
-    view.flags.writeable = False
-    return view
 
 
 class StorageFleet:
@@ -216,53 +193,53 @@ class StorageFleet:
 
     @property
     def capacity_wh(self) -> FloatArray:
-        return _readonly(self._capacity_wh)
+        return readonly(self._capacity_wh)
 
     @property
     def max_charge_w(self) -> FloatArray:
-        return _readonly(self._max_charge_w)
+        return readonly(self._max_charge_w)
 
     @property
     def max_discharge_w(self) -> FloatArray:
-        return _readonly(self._max_discharge_w)
+        return readonly(self._max_discharge_w)
 
     @property
     def inverter_va(self) -> FloatArray:
-        return _readonly(self._inverter_va)
+        return readonly(self._inverter_va)
 
     @property
     def soc_wh(self) -> FloatArray:
-        return _readonly(self._soc_wh)
+        return readonly(self._soc_wh)
 
     @property
     def health(self) -> FloatArray:
-        return _readonly(self._health)
+        return readonly(self._health)
 
     @property
     def setpoint_w(self) -> FloatArray:
-        return _readonly(self._setpoint_w)
+        return readonly(self._setpoint_w)
 
     @property
     def setpoint_var(self) -> FloatArray:
-        return _readonly(self._setpoint_var)
+        return readonly(self._setpoint_var)
 
     @property
     def p_w(self) -> FloatArray:
         """Active output over the last step (+ discharge)."""
-        return _readonly(self._p_w)
+        return readonly(self._p_w)
 
     @property
     def q_var(self) -> FloatArray:
         """Reactive output over the last step (+ inject)."""
-        return _readonly(self._q_var)
+        return readonly(self._q_var)
 
     @property
     def energy_charged_wh(self) -> FloatArray:
-        return _readonly(self._charged_wh)
+        return readonly(self._charged_wh)
 
     @property
     def energy_discharged_wh(self) -> FloatArray:
-        return _readonly(self._discharged_wh)
+        return readonly(self._discharged_wh)
 
     @property
     def usable_capacity_wh(self) -> FloatArray:
@@ -279,7 +256,7 @@ class StorageFleet:
     # -- ES-16a: commands -------------------------------------------------------------
 
     def _units(self, units: npt.ArrayLike | None) -> IndexArray | slice:
-        return slice(None) if units is None else _select(units, self.n, "battery")
+        return slice(None) if units is None else select_units(units, self.n, "battery")
 
     def command(
         self, setpoint_w: npt.ArrayLike, *, q_var: npt.ArrayLike | None = None, units: npt.ArrayLike | None = None
