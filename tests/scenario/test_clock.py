@@ -36,3 +36,17 @@ async def test_clock_refuses_naive_start_and_going_backwards() -> None:
     clock.set(START + dt.timedelta(minutes=3))
     with pytest.raises(ValueError, match="backwards"):
         clock.set(START)
+
+
+def test_pace_to_blocks_until_the_wall_clock_catches_up() -> None:
+    import time
+
+    clock = SimulationClock(START, step_s=900, realtime=True, speed=900 / 0.02)  # a step every 20 ms
+    began = time.monotonic()
+    clock.pace_to(5)
+    assert time.monotonic() - began >= 0.09
+    assert clock.now == START + dt.timedelta(minutes=75)
+    fast = SimulationClock(START, step_s=900)
+    began = time.monotonic()
+    fast.pace_to(10_000)
+    assert time.monotonic() - began < 0.05

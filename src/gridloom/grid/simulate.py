@@ -48,6 +48,7 @@ from gridloom.grid.profiles import (
 )
 from gridloom.grid.protection import Fault, ProtectionResult, simulate_faults
 from gridloom.grid.territory import Territory, build_territory
+from gridloom.scenario.clock import SimulationClock
 
 FloatArray = npt.NDArray[np.float64]
 _US = 1_000_000
@@ -144,7 +145,9 @@ class SimulationSummary:
 class _Fleets:
     """The territory's devices and where they sit."""
 
-    def __init__(self, territory: Territory, connectivity: ConnectivityModel, config: SimulationConfig) -> None:
+    def __init__(
+        self, territory: Territory, connectivity: ConnectivityModel, config: SimulationConfig, clock: SimulationClock
+    ) -> None:
         district = territory.district
         rng = np.random.default_rng([config.seed, 1])
         n, replicas = district.n_customers, territory.replicas
@@ -180,7 +183,7 @@ class _Fleets:
         self.concentrators = Concentrators.for_fleet(self.meters, config=config.comm, group=group)
         self.comm_rng = np.random.default_rng([config.seed, 5])
         # Feeder-head breakers and reclosers report to SCADA.
-        self.ieds = _switching_ieds(territory, connectivity, config)
+        self.ieds = _switching_ieds(territory, connectivity, config, clock)
 
 
 def _service_transformer_of(connectivity: ConnectivityModel, district: District) -> npt.NDArray[np.int64]:
@@ -194,7 +197,9 @@ def _service_transformer_of(connectivity: ConnectivityModel, district: District)
     return result
 
 
-def _switching_ieds(territory: Territory, connectivity: ConnectivityModel, config: SimulationConfig) -> IedFleet:
+def _switching_ieds(
+    territory: Territory, connectivity: ConnectivityModel, config: SimulationConfig, clock: SimulationClock
+) -> IedFleet:
     district = territory.district
     kinds = {DeviceKind.BREAKER.code: IedKind.BREAKER, DeviceKind.RECLOSER.code: IedKind.RECLOSER}
     devices = np.flatnonzero(np.isin(connectivity.kind, list(kinds)))
@@ -215,7 +220,7 @@ def _switching_ieds(territory: Territory, connectivity: ConnectivityModel, confi
     return IedFleet(
         specs,
         node_vn_v=np.tile(district.node_vn_v, territory.replicas),
-        clock=lambda: config.start_at,
+        clock=clock,
         rng=np.random.default_rng([config.seed, 3]),
         ids=ids,
     )
@@ -241,14 +246,22 @@ def simulate(
     *,
     district: District | None = None,
     progress: Callable[[int, int], None] | None = None,
+    realtime: bool = False,
+    speed: float = 1.0,
 ) -> SimulationSummary:
-    """Simulate ``config.days`` of the territory; ``progress(done_steps, total_steps)`` after each chunk."""
+    """Simulate ``config.days`` of the territory; ``progress(done_steps, total_steps)`` after each chunk.
+
+    By default it runs as fast as the machine allows; ``realtime`` paces every 15-minute step
+    to the wall clock (``speed`` 60: an hour a minute), for demonstrations.
+    """
+    sim_clock = SimulationClock(config.start_at, step_s=STEP_S, realtime=realtime, speed=speed)
+    chunk_steps = 1 if realtime else config.chunk_steps
     clock = time.perf_counter
     began = clock()
     district = district or load_district(config.district)
     territory = build_territory(district, config.customers)
     connectivity = build_connectivity(district)
-    fleets = _Fleets(territory, connectivity, config)
+    fleets = _Fleets(territory, connectivity, config, sim_clock)
     loads = CustomerProfiles(
         load_table(district.net.profiles),
         profile=district.customer_profile,
@@ -285,7 +298,8 @@ def simulate(
     while done < total_steps:
         chunk_at = config.start_at + dt.timedelta(seconds=done * STEP_S)
         to_midnight = (86_400 - (chunk_at.hour * 3600 + chunk_at.minute * 60)) // STEP_S
-        steps = min(config.chunk_steps, total_steps - done, to_midnight)
+        steps = min(chunk_steps, total_steps - done, to_midnight)
+        sim_clock.pace_to(done)
         first = profile_step(chunk_at)
 
         tick = clock()
@@ -343,6 +357,7 @@ def simulate(
         phase_v = district.node_vn_v[district.customer_node] / np.sqrt(3)
         active = territory.customer_index
         for s, at in enumerate(step_at):
+            sim_clock.set(at)
             start_us = round(at.timestamp() * _US)
             outage_s = _outage_seconds(results, n, territory.customers, start_us, start_us + STEP_S * _US)
             p = customer_p[s].reshape(-1)[active]

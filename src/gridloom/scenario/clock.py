@@ -39,7 +39,8 @@ class SimulationClock:
         self.step = 0
         self._now = self.start_at
         self._wall_clock = wall_clock
-        self._wall_next = wall_clock()
+        self._wall_start = wall_clock()
+        self._wall_next = self._wall_start
 
     def __call__(self) -> dt.datetime:
         return self._now
@@ -56,6 +57,15 @@ class SimulationClock:
         if at < self._now:
             raise ValueError(f"the clock does not go backwards ({at} < {self._now})")
         self._now = at
+
+    def pace_to(self, step: int) -> None:
+        """Block until the wall clock reaches ``step`` (realtime mode only) and move there."""
+        if self.realtime:
+            delay = self._wall_start + step * self.step_s / self.speed - self._wall_clock()
+            if delay > 0:
+                time.sleep(delay)
+        self.step = step
+        self._now = max(self._now, self.at_step(step))
 
     async def tick(self) -> dt.datetime:
         """Advance one step (waiting for the wall clock in realtime mode); returns the new time."""

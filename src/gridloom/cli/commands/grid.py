@@ -98,6 +98,10 @@ def simulate_grid(
     fault: Annotated[
         list[str] | None, typer.Option(help="Inject a fault: DEVICE@HH:MM[/temporary][/repair=2h]; repeatable.")
     ] = None,
+    realtime: Annotated[
+        bool, typer.Option(help="Pace each 15-minute step to the wall clock (demonstrations).")
+    ] = False,
+    speed: Annotated[float, typer.Option(min=0.001, help="With --realtime: simulated seconds per wall second.")] = 1.0,
 ) -> None:
     """Run power flow and the device fleets over simulated days and summarise what happened."""
     with user_errors():
@@ -115,7 +119,13 @@ def simulate_grid(
             TimeElapsedColumn(), console=console,
         ) as bar:  # fmt: skip
             task = bar.add_task("simulate", total=round(days * 96))
-            summary = simulate(config, district=district, progress=lambda done, total: bar.update(task, completed=done))
+            summary = simulate(
+                config,
+                district=district,
+                progress=lambda done, total: bar.update(task, completed=done),
+                realtime=realtime,
+                speed=speed,
+            )
     _print_summary(summary)
 
 
