@@ -153,10 +153,9 @@ class _Fleets:
         n, replicas = district.n_customers, territory.replicas
         lv_active = territory.active & (district.customer_volt_level == LV_VOLT_LEVEL)[None, :]
         # PV behind a customer's meter: each LV generator belongs to the first customer at its node.
-        first_customer_at = np.full(district.n_nodes, -1, dtype=np.int64)
-        for customer in range(n - 1, -1, -1):
-            first_customer_at[district.customer_node[customer]] = customer
-        owner = first_customer_at[district.gen_node]
+        first_customer_at = np.full(district.n_nodes, n, dtype=np.int64)
+        np.minimum.at(first_customer_at, district.customer_node, np.arange(n))
+        owner = np.where(first_customer_at < n, first_customer_at, -1)[district.gen_node]
         self.pv_gen = np.flatnonzero((owner >= 0) & (district.node_volt_level[district.gen_node] == LV_VOLT_LEVEL))
         self.pv_owner = owner[self.pv_gen]
         self.mv_gen = np.setdiff1d(np.arange(district.n_gens), self.pv_gen)
@@ -187,13 +186,11 @@ class _Fleets:
 
 
 def _service_transformer_of(connectivity: ConnectivityModel, district: District) -> npt.NDArray[np.int64]:
-    """Service-transformer device of each customer (or its substation for MV customers)."""
-    result = np.zeros(district.n_customers, dtype=np.int64)
-    xfmr = DeviceKind.SERVICE_TRANSFORMER.code
-    for customer in range(district.n_customers):
-        path = connectivity.path_to_source(customer)
-        hits = path[connectivity.kind[path] == xfmr]
-        result[customer] = hits[0] if hits.size else path[-1]
+    """Service-transformer device of each customer (its substation for MV customers)."""
+    substation = connectivity.devices_of_kind(DeviceKind.SUBSTATION)[0]
+    result = np.full(district.n_customers, substation, dtype=np.int64)
+    for xfmr in connectivity.devices_of_kind(DeviceKind.SERVICE_TRANSFORMER):
+        result[connectivity.downstream_customers(xfmr)] = xfmr
     return result
 
 
