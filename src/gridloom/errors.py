@@ -35,8 +35,34 @@
     │   ├── DeviceInputError        an input array has the wrong shape, type or values; names the argument
     │   ├── UnknownDevice           a device index or id that is not in the fleet
     │   └── IntervalOutOfOrder      a measurement or command earlier than what the fleet already measured
-    └── AuditError
-        └── AuditTampered           the audit log's hash chain is broken
+    ├── AuditError
+    │   └── AuditTampered           the audit log's hash chain is broken
+    ├── StoreError                  the meter data store (DuckDB file or PostgreSQL)
+    │   ├── StoreUnavailable        the store cannot be opened or reached (bad URL, server down, file locked)
+    │   ├── StoreInputError         a table handed to the store lacks a column or has bad values; names column, row
+    │   │   └── ImportRejected      a file for `mdms import` is malformed; names the line (or row) and field
+    │   ├── StoreConflict           another writer held or changed the same rows; nothing was stored, retry
+    │   └── UnknownTable            no store table with that name (carries close matches)
+    ├── HeadEndError                the AMI head-end and the meter network behind it
+    │   ├── HeadEndConfigError      a head-end or meter-network setting is invalid; names the field
+    │   └── MalformedBody           a batch or request body lacks a field, has a wrong type or uneven columns
+    ├── VeeError                    meter-data validation, estimation and editing (MDMS)
+    │   ├── VeeConfigError          a VEE threshold is invalid; names the field
+    │   ├── VeeInputError           a reads / registers / events table lacks a column or has bad values; names it
+    │   └── EditRefused             an edit without a stored read, a reason code or a known column; names them
+    ├── CisError
+    │   ├── CisDataError            CIS data is inconsistent (dangling id, overlapping occupancy); names the ids
+    │   ├── UnknownCisRecord        no account / premise / customer / meter / tariff with that id (close matches)
+    │   └── MoveConflict            a move-in on an occupied premise, a move-out before the move-in or twice
+    ├── BillingError
+    │   ├── BillingInputError       a cycle, event window or price series that is malformed; names the field
+    │   ├── NoUsageData             no reads in the cycle for the accounts asked for (names the cycle, accounts)
+    │   ├── MissingPrices           the real-time price series lacks hours that carry usage; names them
+    │   └── BillExists              the account already has a bill for the cycle (re-bill to replace it)
+    └── ProtocolError               a standard protocol's document cannot be made or read (Green Button, ...)
+        ├── ProtocolInputError      reads or options handed to an exporter are malformed; names field, meter, time
+        ├── NothingToExport         no interval reads for the meters and period asked for; names them
+        └── MalformedDocument       a received document is not well-formed, unsafe (DTD, entities) or off-standard
 
 Errors that name a thing the user typed carry close matches, so the CLI can say
 "did you mean". A :class:`Rejected` carries the interface it was sent on, so rejections
@@ -220,3 +246,166 @@ class AuditError(GridloomError):
 
 class AuditTampered(AuditError):
     """The audit log's chain is broken: an entry was altered, removed, inserted or reordered."""
+
+
+class StoreError(GridloomError):
+    """Something about the meter data store (interval reads, register reads, meter events)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be opened or reached: an unsupported URL, a server that does not answer,
+    a DuckDB file locked by another process, or a store written by a newer gridloom."""
+
+
+class StoreInputError(StoreError):
+    """A table handed to the store lacks a required column, has an unknown one, or holds values the
+    store refuses (null keys, naive timestamps, non-finite numbers); names the column and the row."""
+
+
+class ImportRejected(StoreInputError):
+    """A file given to ``gridloom mdms import`` is malformed; nothing of it was stored.
+
+    ``line`` is the CSV line (1 = the header), ``row`` the 1-based Parquet row, ``field`` the column;
+    each is None when the problem is not tied to one.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        message: str,
+        *,
+        line: int | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.row = row
+        self.field = field
+        where = [f"line {line}"] if line is not None else [f"row {row}"] if row is not None else []
+        where += [f"field {field}"] if field is not None else []
+        super().__init__(f"{path}: {', '.join([*where, message])}")
+
+
+class StoreConflict(StoreError):
+    """Another writer held or changed the same rows at the same time; nothing was stored: retry."""
+
+
+class UnknownTable(StoreError):
+    """No store table with that name; ``suggestions`` holds close names."""
+
+    def __init__(self, name: str, suggestions: list[str] | None = None) -> None:
+        self.name = name
+        self.suggestions = suggestions or []
+        hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"unknown store table {name!r}{hint}")
+
+
+class HeadEndError(GridloomError):
+    """Something about the AMI head-end or the meter network it talks to."""
+
+
+class HeadEndConfigError(HeadEndError):
+    """A head-end or meter-network setting is invalid, or names an interface or role the catalog
+    does not allow; the message names the field."""
+
+
+class MalformedBody(HeadEndError):
+    """A message body the head-end cannot use: a field is missing or mistyped, or a batch's columns
+    differ in length. The message names the field."""
+
+
+class VeeError(GridloomError):
+    """Something about validating, estimating or editing meter data (the MDMS's VEE)."""
+
+
+class VeeConfigError(VeeError):
+    """A VEE threshold is invalid; the message names the field."""
+
+
+class VeeInputError(VeeError):
+    """A table handed to VEE lacks a column or holds values VEE cannot use; names the table and column."""
+
+
+class EditRefused(VeeError):
+    """A manual edit that cannot be made: no stored read there, no reason code, an unknown column."""
+
+
+class CisError(GridloomError):
+    """Something about the customer information system: customers, accounts, premises, meters, tariffs."""
+
+
+class CisDataError(CisError):
+    """CIS data is inconsistent: a dangling reference, a meter on two premises at once, a bad tariff; names the ids."""
+
+
+class UnknownCisRecord(CisError):
+    """No record of that kind with that id; ``suggestions`` holds close ids."""
+
+    def __init__(self, noun: str, name: str, suggestions: list[str] | None = None) -> None:
+        self.noun = noun
+        self.name = name
+        self.suggestions = suggestions or []
+        hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"unknown {noun} {name!r}{hint}")
+
+
+class MoveConflict(CisError):
+    """A move-in on a premise still occupied, a move-out before the move-in, or a second move-out."""
+
+
+class BillingError(GridloomError):
+    """Something about rating usage and issuing bills."""
+
+
+class BillingInputError(BillingError):
+    """A billing cycle, event window or price series is malformed; the message names the field."""
+
+
+class NoUsageData(BillingError):
+    """There are no interval reads in the cycle for the accounts asked for."""
+
+    def __init__(self, cycle: str, *, accounts: list[str] | None = None) -> None:
+        self.cycle = cycle
+        self.accounts = accounts or []
+        shown = ", ".join(self.accounts[:5]) + (f" and {len(self.accounts) - 5} more" if len(self.accounts) > 5 else "")
+        who = f" for account(s) {shown}" if self.accounts else ""
+        super().__init__(f"no interval reads in cycle {cycle}{who}: nothing to bill")
+
+
+class MissingPrices(BillingError):
+    """The real-time price series has no price for hours that carry usage; ``hours`` holds them (UTC)."""
+
+    def __init__(self, message: str, *, hours: list[str] | None = None) -> None:
+        self.hours = hours or []
+        super().__init__(message)
+
+
+class BillExists(BillingError):
+    """The account already has an issued bill for the cycle; ``accounts`` holds them."""
+
+    def __init__(self, cycle: str, accounts: list[str]) -> None:
+        self.cycle = cycle
+        self.accounts = accounts
+        shown = ", ".join(accounts[:5]) + (f" and {len(accounts) - 5} more" if len(accounts) > 5 else "")
+        super().__init__(f"cycle {cycle} is already billed for {shown}; re-bill to cancel and replace those bills")
+
+
+class ProtocolError(GridloomError):
+    """Something about a standard protocol's documents (Green Button / NAESB ESPI, ...)."""
+
+
+class ProtocolInputError(ProtocolError):
+    """Reads or options handed to an exporter are malformed; the message names the field, meter and time."""
+
+
+class NothingToExport(ProtocolError):
+    """No interval reads for the meters and period asked for; ``meter_ids`` holds the meters asked for."""
+
+    def __init__(self, message: str, *, meter_ids: list[str] | None = None) -> None:
+        self.meter_ids = meter_ids or []
+        super().__init__(message)
+
+
+class MalformedDocument(ProtocolError):
+    """A received document is not well-formed XML, uses a DTD or entities (refused: unsafe), or is off-standard."""

@@ -1,8 +1,8 @@
 """Load the catalog data and answer questions about it.
 
 ``load_catalog()`` reads every YAML file under ``data/`` once, checks that the pieces fit
-together (unique ids, every actor and vocabulary term an interface names exists) and
-returns a frozen :class:`Catalog`.
+together (unique ids, every actor and vocabulary term an interface names exists, every
+declared message type lies on a flow of its interface) and returns a frozen :class:`Catalog`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gridloom.catalog.messages import DeclaredMessage, MessageType, load_declared_messages, message_types
 from gridloom.catalog.models import (
     Actor,
     AmbiguousAlias,
@@ -45,6 +46,8 @@ class Catalog:
     vocabularies: Vocabularies
     gateway: CustomerGateway
     _alias_index: Mapping[str, str] = field(repr=False, default_factory=dict)
+    # Message types gridloom declares beside the seed's (data/messages.yaml), by interface id.
+    declared_messages: Mapping[str, tuple[DeclaredMessage, ...]] = field(repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._check_references()
@@ -65,6 +68,15 @@ class Catalog:
             if known.lower() == interface_id.lower():
                 return iface
         raise UnknownInterface(interface_id, _close(interface_id, self.interfaces))
+
+    def declared_for(self, interface_id: str) -> tuple[DeclaredMessage, ...]:
+        """The message types declared on an interface (``data/messages.yaml``), if any."""
+        return self.declared_messages.get(self.interface(interface_id).id, ())
+
+    def message_types(self, interface_id: str) -> list[MessageType]:
+        """Every message type an interface carries: derived from the seed's words, declared, responses."""
+        interface = self.interface(interface_id)
+        return message_types(interface, self.declared_for(interface.id))
 
     def in_domain(self, domain: Domain | str) -> list[Interface]:
         """Every interface of one section of the seed."""
@@ -193,6 +205,14 @@ def load_catalog_from(data_dir: Path) -> Catalog:
                 raise CatalogDataError(f"{path.name}: interface id {iface.id!r} appears twice")
             interfaces[iface.id] = iface
 
+    # Optional, so a data folder from before declared message types still loads.
+    messages_path = data_dir / "messages.yaml"
+    declared = (
+        load_declared_messages(_read_yaml(messages_path), interfaces, where=messages_path.name)
+        if messages_path.exists()
+        else {}
+    )
+
     return Catalog(
         interfaces=interfaces,
         actors=actors,
@@ -200,6 +220,7 @@ def load_catalog_from(data_dir: Path) -> Catalog:
         vocabularies=_validated(Vocabularies, _read_yaml(data_dir / "vocabularies.yaml"), "vocabularies.yaml"),
         gateway=_validated(CustomerGateway, _read_yaml(data_dir / "gateway.yaml"), "gateway.yaml"),
         _alias_index=alias_index,
+        declared_messages=declared,
     )
 
 

@@ -10,7 +10,8 @@ Every interface is signed and source-checked. Beyond that:
   the seed's timing: a few times the stated bound, never under 5 s, so clock skew between
   machines does not reject honest traffic;
 - **authorisation**: the sender's role must be at one end of a flow carrying that message
-  type, sending in a direction the flow allows;
+  type, sending in a direction the flow allows (a declared message type, from
+  ``catalog/data/messages.yaml``, only in its declared direction);
 - **audit**: commands and requests (by message kind) go to the hash-chained audit log.
 """
 
@@ -150,7 +151,7 @@ class Policy:
                 encrypt=encrypt,
                 encrypt_reason=reason,
                 freshness_s=freshness_window_s(interface),
-                types=tuple(message_types(interface)),
+                types=tuple(message_types(interface, catalog.declared_for(interface.id))),
             )
 
     def protection(self, interface_id: str) -> Protection:

@@ -1,0 +1,51 @@
+"""The meter data management system (MDMS): VEE — validation, estimation and editing of interval data.
+
+Pure functions over Arrow tables in :data:`gridloom.store.schema.READS_SCHEMA`, vectorised over
+whole batches::
+
+    from gridloom.systems.mdms import Expected, VeeConfig, estimate, validate
+
+    grid = Expected(meter_ids, start, end, 900)
+    checked = validate(reads, expected=grid, registers=registers, events=events, net_metered=net)
+    store.ingest_reads(checked.accepted)                       # version 0, with the VEE flags
+    store.add_versions(estimate(checked, expected=grid, registers=registers, history=history))
+"""
+
+from gridloom.systems.mdms.editing import EDITABLE, VersionedReads, edit, edit_many
+from gridloom.systems.mdms.estimation import Estimation, estimate, estimate_detailed
+from gridloom.systems.mdms.report import VeeReport, summarize, vee_report
+from gridloom.systems.mdms.validation import GAPS_SCHEMA, Validation, validate
+from gridloom.systems.mdms.vee import (
+    PRORATED_SUFFIX,
+    VALIDATION_FLAGS,
+    EditReason,
+    EstimationMethod,
+    Expected,
+    VeeConfig,
+    VeeFlag,
+    history_windows,
+)
+
+__all__ = [
+    "EDITABLE",
+    "GAPS_SCHEMA",
+    "PRORATED_SUFFIX",
+    "VALIDATION_FLAGS",
+    "EditReason",
+    "Estimation",
+    "EstimationMethod",
+    "Expected",
+    "Validation",
+    "VeeConfig",
+    "VeeFlag",
+    "VeeReport",
+    "VersionedReads",
+    "edit",
+    "edit_many",
+    "estimate",
+    "estimate_detailed",
+    "history_windows",
+    "summarize",
+    "validate",
+    "vee_report",
+]
