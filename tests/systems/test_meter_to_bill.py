@@ -1,6 +1,8 @@
 """Meter to bill over the fabric: meters -> concentrators -> head-end -> MDMS (VEE, store) -> billing."""
 
 import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +10,9 @@ import pyarrow.compute as pc
 import pytest
 
 from gridloom.catalog import Catalog
-from gridloom.devices import CommConfig, Concentrators, MeterConfig, MeterFleet
-from gridloom.fabric import AuditLog, CertificateAuthority, Fabric, Message, MemoryTransport, TrustStore
-from gridloom.store import open_store
+from gridloom.devices import CommConfig, ConcentratorBatch, Concentrators, MeterConfig, MeterFleet
+from gridloom.fabric import AuditLog, CertificateAuthority, Fabric, MemoryTransport, Message, TrustStore
+from gridloom.store import MeterDataStore, open_store
 from gridloom.systems.billing import PriceSeries, run_billing
 from gridloom.systems.cis import build_cis
 from gridloom.systems.headend import HeadEnd, HeadEndConfig, MeterNetwork
@@ -23,8 +25,20 @@ N_METERS = 40
 INTERVALS = 96
 
 
+@dataclass
+class Day:
+    fabric: Fabric
+    transport: MemoryTransport
+    store: MeterDataStore
+    mdms: MdmsActor
+    meter_ids: list[str]
+    offered: int
+    delivered_batches: list[ConcentratorBatch]
+    network: MeterNetwork
+
+
 @pytest.fixture
-async def day(catalog: Catalog, tmp_path: Path):  # noqa: ANN201
+async def day(catalog: Catalog, tmp_path: Path) -> AsyncIterator[Day]:
     """A day of 15-minute reads from 40 meters through a lossy AMI network into the MDMS."""
     clock = SimClock(START)
     ca = CertificateAuthority.init(tmp_path / "pki", clock=clock)
@@ -34,10 +48,13 @@ async def day(catalog: Catalog, tmp_path: Path):  # noqa: ANN201
     meter_ids = [f"s000-m{i:05d}" for i in range(N_METERS)]
     rng = np.random.default_rng(5)
     fleet = MeterFleet(np.array(meter_ids), rng=rng, config=MeterConfig(tamper_rate_per_day=0.0))
-    concentrators = Concentrators(fleet.meter_id, config=CommConfig(concentrator_size=10, read_loss_probability=0.05))
+    comm = CommConfig(concentrator_size=10, read_loss_probability=0.05)
+    concentrators = Concentrators(fleet.meter_id, config=comm)
     async with MemoryTransport() as transport:
-        fabric = Fabric(catalog=catalog, transport=transport, trust=TrustStore(ca.certificate), clock=clock, audit=audit)
-        mdms = await MdmsActor.attach(fabric, ca.issue("mdms", "mdms-1", catalog=catalog, clock=clock), Mdms(store, clock=clock))
+        trust = TrustStore(ca.certificate)
+        fabric = Fabric(catalog=catalog, transport=transport, trust=trust, clock=clock, audit=audit)
+        mdms_identity = ca.issue("mdms", "mdms-1", catalog=catalog, clock=clock)
+        mdms = await MdmsActor.attach(fabric, mdms_identity, Mdms(store, clock=clock))
         await HeadEnd.attach(
             fabric, ca.issue("ami_headend", "headend-1", catalog=catalog, clock=clock),
             config=HeadEndConfig(sweep_interval_s=None),
@@ -58,21 +75,21 @@ async def day(catalog: Catalog, tmp_path: Path):  # noqa: ANN201
             offered += collection.reads_offered
             delivered_batches += collection.read_batches
             await transport.drain()
-        yield fabric, transport, store, mdms, meter_ids, offered, delivered_batches, network
+        yield Day(fabric, transport, store, mdms, meter_ids, offered, delivered_batches, network)
         await fabric.close()
     audit.close()
     store.close()
 
 
-async def test_every_read_is_stored_once_and_every_lost_read_is_estimated(day) -> None:  # noqa: ANN001
-    fabric, transport, store, mdms, meter_ids, offered, delivered_batches, network = day
-    delivered = sum(len(b) for b in delivered_batches)
+async def test_every_read_is_stored_once_and_every_lost_read_is_estimated(day: Day) -> None:
+    store, mdms, meter_ids, offered = day.store, day.mdms, day.meter_ids, day.offered
+    delivered = sum(len(b) for b in day.delivered_batches)
     assert offered == N_METERS * INTERVALS
     assert 0 < offered - delivered < 0.15 * offered  # the network lost some reads
     assert store.count("reads") == delivered == mdms.ingested
     # Re-delivery (a concentrator resends a batch) stores nothing twice.
-    await network.send_batches(delivered_batches[:3])
-    await transport.drain()
+    await day.network.send_batches(day.delivered_batches[:3])
+    await day.transport.drain()
     assert store.count("reads") == delivered
     # The nightly VEE fills every gap with an estimate, flagged and traceable to its rule.
     closed = mdms.core.close_period(START, START + dt.timedelta(days=1), meter_ids)
@@ -82,11 +99,11 @@ async def test_every_read_is_stored_once_and_every_lost_read_is_estimated(day) -
     estimated = current.filter(pc.equal(current.column("source"), "estimated"))
     assert estimated.num_rows == offered - delivered
     assert all(rule for rule in estimated.column("rule").to_pylist())
-    assert fabric.stats.total_rejections() == {}
+    assert day.fabric.stats.total_rejections() == {}
 
 
-async def test_billing_asks_the_mdms_for_usage_over_ami_24(day, catalog: Catalog, tmp_path: Path) -> None:  # noqa: ANN001
-    fabric, transport, store, mdms, meter_ids, *_ = day
+async def test_billing_asks_the_mdms_for_usage_over_ami_24(day: Day, catalog: Catalog, tmp_path: Path) -> None:
+    fabric, meter_ids = day.fabric, day.meter_ids
     answers: list[Message] = []
 
     async def keep(message: Message) -> None:
@@ -100,7 +117,7 @@ async def test_billing_asks_the_mdms_for_usage_over_ami_24(day, catalog: Catalog
          "end_us": int((START + dt.timedelta(hours=6)).timestamp() * 1e6)},
         to="mdms-1",
     )  # fmt: skip
-    await transport.drain()
+    await day.transport.drain()
     [answer] = answers
     assert answer.message_type == "usage_request.response"
     assert set(answer.body["meter_id"]) <= set(meter_ids[:2])
@@ -108,8 +125,8 @@ async def test_billing_asks_the_mdms_for_usage_over_ami_24(day, catalog: Catalog
     assert answer.envelope.sealed is not None  # usage is customer data: encrypted on the wire
 
 
-async def test_a_bill_from_what_the_mdms_stored(day) -> None:  # noqa: ANN001
-    _, _, store, mdms, meter_ids, *_ = day
+async def test_a_bill_from_what_the_mdms_stored(day: Day) -> None:
+    store, mdms, meter_ids = day.store, day.mdms, day.meter_ids
     mdms.core.close_period(START, START + dt.timedelta(days=1), meter_ids)
     cis = build_cis(np.array(meter_ids), seed=1)
     hours = [(START + dt.timedelta(hours=h), 0.12 + 0.05 * (17 <= h % 24 < 21)) for h in range(24 * 30)]
