@@ -284,7 +284,7 @@ class ImportRejected(StoreInputError):
         self.field = field
         where = [f"line {line}"] if line is not None else [f"row {row}"] if row is not None else []
         where += [f"field {field}"] if field is not None else []
-        super().__init__(f"{path}: {', '.join([*where, message])}")
+        super().__init__(": ".join([path, *([", ".join(where)] if where else []), message]))
 
 
 class StoreConflict(StoreError):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
@@ -16,9 +15,9 @@ import pytest
 from greenbutton_objects import parse
 from typer.testing import CliRunner
 
-import gridloom.store
 from gridloom.cli.commands.greenbutton import app
 from gridloom.protocols import greenbutton as gb
+from gridloom.store import open_store
 from tests.protocols.reads import make_reads
 
 UTC = dt.UTC
@@ -26,59 +25,19 @@ NOV = dt.datetime(2026, 11, 1, tzinfo=UTC)  # 01:00 in Berlin
 runner = CliRunner()
 
 
-class _FakeStore:
-    """Stands in for the MDMS store (``open_store``) until it exists: current versions, filtered as it filters."""
-
-    tables: dict[str, pa.Table] = {}  # noqa: RUF012 (one registry for the test run)
-
-    def __init__(self, url: str | Path) -> None:
-        self.url = str(url)
-
-    def __enter__(self) -> _FakeStore:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        return None
-
-    def reads(
-        self,
-        *,
-        meter_ids: list[str] | None = None,
-        start: dt.datetime | None = None,
-        end: dt.datetime | None = None,
-        versions: str = "current",
-    ) -> pa.Table:
-        assert versions == "current"
-        table = self.tables[self.url]
-        if meter_ids is not None:
-            table = table.filter(pc.is_in(table["meter_id"], value_set=pa.array(meter_ids)))
-        if start is not None:
-            table = table.filter(pc.greater_equal(table["interval_start"], start))
-        if end is not None:
-            table = table.filter(pc.less(table["interval_start"], end))
-        return gb.current_versions(table)
-
-
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Callable[[pa.Table], None]]]:
-    """A store URL (DuckDB file) and a function that puts reads into it (the real store when it exists)."""
+def store(tmp_path: Path) -> tuple[str, Callable[[pa.Table], None]]:
+    """A store (DuckDB file) URL and a function that stores reads in it: originals, then later versions."""
     url = str(tmp_path / "mdms.duckdb")
-    real = getattr(gridloom.store, "open_store", None)
-    if real is None:
-        monkeypatch.setattr(gridloom.store, "open_store", _FakeStore, raising=False)
 
     def put(reads: pa.Table) -> None:
-        if real is None:
-            _FakeStore.tables[url] = reads
-            return
-        with real(url) as s:
+        with open_store(url) as s:
             s.ingest_reads(reads.filter(pc.equal(reads["version"], 0)))
             later = reads.filter(pc.greater(reads["version"], 0))
             if later.num_rows:
                 s.add_versions(later)
 
-    yield url, put
-    _FakeStore.tables.pop(url, None)
+    return url, put
 
 
 def _nov_reads() -> pa.Table:

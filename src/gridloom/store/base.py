@@ -130,8 +130,13 @@ class MeterDataStore(ABC):
         ``source`` "measured" or "imported": estimates and edits go to :meth:`add_versions`.
         """
         what = "ingest_reads"
-        table = conform(reads, READS, what=what, required=("meter_id", "interval_start", "energy_delivered_wh"),
-                        not_null=("interval_s", "quality", "source"))  # fmt: skip
+        table = conform(
+            reads,
+            READS,
+            what=what,
+            required=("meter_id", "interval_start", "energy_delivered_wh"),
+            not_null=("interval_s", "quality", "source"),
+        )
         if "version" in table.column_names and pc.any(nonzero := pc.not_equal(table.column("version"), 0)).as_py():
             raise StoreInputError(
                 f"{what}: version must be 0 (as measured) at row {_first_true(nonzero)};"
@@ -162,8 +167,13 @@ class MeterDataStore(ABC):
         rows = as_table(rows, what)
         if "version" in rows.column_names:  # assigned here, whatever the caller copied along
             rows = rows.drop_columns(["version"])
-        table = conform(rows, READS, what=what, required=("meter_id", "interval_start", "source", "rule"),
-                        not_null=("source", "rule"))  # fmt: skip
+        table = conform(
+            rows,
+            READS,
+            what=what,
+            required=("meter_id", "interval_start", "source", "rule"),
+            not_null=("source", "rule"),
+        )
         _check_one_of(table, "source", VERSION_SOURCES, what)
         _check_positive(table, "interval_s", what)
         edited = pc.equal(table.column("source"), "edited")
@@ -215,8 +225,13 @@ class MeterDataStore(ABC):
     def ingest_register_reads(self, registers: pa.Table) -> int:
         """Store register (cumulative) reads, skipping (meter_id, read_at) already stored; atomic.
         Returns how many were newly stored."""
-        table = conform(registers, REGISTER_READS, what="ingest_register_reads", required=("meter_id", "read_at"),
-                        not_null=("quality",))  # fmt: skip
+        table = conform(
+            registers,
+            REGISTER_READS,
+            what="ingest_register_reads",
+            required=("meter_id", "read_at"),
+            not_null=("quality",),
+        )
         return self._ingest_keyed(REGISTER_READS, _complete(table, REGISTER_READS.schema, {"quality": 0}))
 
     def register_reads(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,7 @@ class _Problem:
     row: int
     field: str
     message: str
+    rows: BoolArray  # every row with this fault
 
 
 def read_interval_file(path: str | Path) -> pa.Table:
@@ -66,73 +66,67 @@ def read_interval_file(path: str | Path) -> pa.Table:
     name = path.name.lower()
     if name.endswith(CSV_SUFFIXES):
         raw, lines = _read_csv(path)
-        locate: Callable[[int], dict[str, int]] = lambda i: {"line": int(lines[i])}  # noqa: E731
-    elif name.endswith(PARQUET_SUFFIXES):
-        raw = _read_parquet(path)
-        locate = lambda i: {"row": i + 1}  # noqa: E731
-    else:
-        raise ImportRejected(str(path), f"unsupported file type; give a {' / '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)} file")
-    return _parse(raw, str(path), locate)
+        return _parse(raw, str(path), lambda i: {"line": int(lines[i])})
+    if name.endswith(PARQUET_SUFFIXES):
+        return _parse(_read_parquet(path), str(path), lambda i: {"row": i + 1})
+    kinds = " / ".join(CSV_SUFFIXES + PARQUET_SUFFIXES)
+    raise ImportRejected(str(path), f"unsupported file type; give a {kinds} file")
 
 
 # --- reading ----------------------------------------------------------------------------------
 
 
 def _read_csv(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64]]:
-    """All fields as text, and each row's line number in the file."""
+    """All fields as text, and each row's line number in the file (blank lines dropped)."""
     where = str(path)
     try:
         with pa.input_stream(str(path), compression="detect") as stream:
             head = stream.read(1 << 16).decode("utf-8-sig", errors="replace").splitlines()
     except (OSError, pa.ArrowException) as exc:
         raise ImportRejected(where, f"cannot be read: {exc}") from exc
-    if not head:
-        raise ImportRejected(where, "is empty; the first line must name the columns", line=1)
-    names = next(csv.reader([head[0]]))
-    clean = [n.strip() for n in names]
-    _check_columns(clean, where, line=1)
-    skipped: list[int | None] = []
+    if not head or not head[0].strip():
+        raise ImportRejected(where, "no header: the first line must name the columns", line=1)
+    names = [n.strip() for n in next(csv.reader([head[0]]))]
+    _check_columns(names, where, line=1)
+    invalid: list[tuple[int | None, int]] = []  # (line, fields found) of rows with the wrong number of fields
 
-    def invalid_row(row: pacsv.InvalidRow) -> str:
-        skipped.append(row.number)
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append((row.number, row.actual_columns))
         return "skip"
 
-    def read(threads: bool) -> pa.Table:
-        skipped.clear()
+    def read(*, threads: bool) -> pa.Table:
+        invalid.clear()
         return pacsv.read_csv(
             str(path),
-            read_options=pacsv.ReadOptions(use_threads=threads, column_names=clean, skip_rows=1),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row, ignore_empty_lines=False),
+            read_options=pacsv.ReadOptions(use_threads=threads, column_names=names, skip_rows=1),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(clean, pa.string()), strings_can_be_null=False, quoted_strings_can_be_null=False
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
             ),
         )
 
     try:
         table = read(threads=True)
-        if skipped and None in skipped:  # line numbers are known only to a single-threaded read
+        if any(line is None for line, _ in invalid):  # only a single-threaded read knows their lines
             table = read(threads=False)
     except pa.ArrowInvalid as exc:
         raise ImportRejected(where, f"is not readable CSV: {exc}") from exc
-    # physical line of each data row: the header is line 1, and rows skipped as invalid shift the rest
-    bad_lines = np.array(sorted(n for n in skipped if n is not None), dtype=np.int64)
-    rows = np.arange(table.num_rows, dtype=np.int64)
-    lines = rows + 2
-    for bad in bad_lines:  # few (the file is rejected anyway); each shifts the rows after it
-        lines[lines >= bad] += 1
-    if bad_lines.size:
-        first_bad = int(bad_lines[0])
-        expected = len(clean)
-        problems = _field_problems(table, {})
-        earlier = [p for p in problems if lines[p.row] < first_bad]
+    # the physical line of each row read: the header is line 1, and each skipped row shifts the rest
+    lines = np.arange(table.num_rows, dtype=np.int64) + 2
+    skipped = sorted((line, found) for line, found in invalid if line is not None)
+    for line, _ in skipped:  # few: the file is rejected anyway
+        lines[lines >= line] += 1
+    keep = ~_blank_rows(table)
+    table, lines = table.filter(pa.array(keep)), lines[keep]
+    if skipped:
+        line, found = skipped[0]
+        earlier = [p for p in _field_problems(table, {}) if lines[p.row] < line]
         if earlier:
-            p = min(earlier, key=lambda p: p.row)
-            raise ImportRejected(where, p.message, line=int(lines[p.row]), field=p.field)
-        raise ImportRejected(where, f"expected {expected} fields, as the header names; found a different number", line=first_bad)
-    blank = _blank_rows(table)
-    if blank.any():
-        keep = ~blank
-        table, lines = table.filter(pa.array(keep)), lines[keep]
+            first = min(earlier, key=lambda p: p.row)
+            raise ImportRejected(where, first.message, line=int(lines[first.row]), field=first.field)
+        raise ImportRejected(where, f"{found} fields where the header names {len(names)}", line=line)
     return table, lines
 
 
@@ -178,31 +172,32 @@ def _parse(raw: pa.Table, where: str, locate: Callable[[int], dict[str, int]]) -
     problems = _field_problems(raw, columns)
     if problems:
         first = min(problems, key=lambda p: (p.row, COLUMNS.index(p.field)))
-        bad_rows = len({p.row for p in problems})
+        bad_rows = int(np.logical_or.reduce([p.rows for p in problems]).sum())
         more = f" ({bad_rows} malformed rows in all, first shown)" if bad_rows > 1 else ""
         raise ImportRejected(where, first.message + more, field=first.field, **locate(first.row))
     n = raw.num_rows
-    out = {
-        "meter_id": columns["meter_id"],
-        "interval_start": columns["interval_start"],
-        "interval_s": columns.get("interval_s", pa.chunked_array([pa.repeat(pa.scalar(DEFAULT_INTERVAL_S, pa.int32()), n)])),
-        "energy_delivered_wh": columns["energy_delivered_wh"],
-        "energy_received_wh": columns.get("energy_received_wh", pa.chunked_array([pa.nulls(n, pa.float64())])),
-        "reactive_varh": columns.get("reactive_varh", pa.chunked_array([pa.nulls(n, pa.float64())])),
-        "voltage_v": columns.get("voltage_v", pa.chunked_array([pa.nulls(n, pa.float64())])),
-        "quality": pa.chunked_array([pa.repeat(pa.scalar(0, pa.uint32()), n)]),
-        "version": pa.chunked_array([pa.repeat(pa.scalar(0, pa.int32()), n)]),
-        "source": pa.chunked_array([pa.repeat(pa.scalar("imported"), n)]),
+    constants = {
+        "interval_s": pa.scalar(DEFAULT_INTERVAL_S, pa.int32()),
+        "quality": pa.scalar(0, pa.uint32()),
+        "version": pa.scalar(0, pa.int32()),
+        "source": pa.scalar("imported"),
     }
-    table = pa.table(out)
+    out = []
     for field in READS_SCHEMA:
-        if field.name not in out:
-            table = table.append_column(field.name, pa.chunked_array([pa.nulls(n, field.type)]))
-    return table.select(READS_SCHEMA.names).cast(READS_SCHEMA)
+        if field.name in columns:
+            out.append(columns[field.name].cast(field.type))
+        elif field.name in constants:
+            out.append(pa.chunked_array([pa.repeat(constants[field.name], n)]))
+        else:
+            out.append(pa.chunked_array([pa.nulls(n, field.type)]))
+    return pa.Table.from_arrays(out, schema=READS_SCHEMA)
 
 
 def _field_problems(raw: pa.Table, out: dict[str, pa.ChunkedArray]) -> list[_Problem]:
-    """Each field's first malformed row (one per kind of fault); fills ``out`` with the parsed columns."""
+    """The first malformed row of each field (and fault); fills ``out`` with the parsed columns.
+
+    ``_Problem.rows`` of each holds every row with that fault, to count them.
+    """
     problems: list[_Problem] = []
     for name in raw.column_names:
         if name not in COLUMNS:
@@ -217,24 +212,25 @@ def _field_problems(raw: pa.Table, out: dict[str, pa.ChunkedArray]) -> list[_Pro
         else:
             parsed, found = _numbers(column, name)
         out[name] = parsed
-        problems += [_Problem(row, name, message) for row, message in found]
+        for rows, message in found:
+            if rows.any():
+                row = int(np.argmax(rows))
+                value = column[row].as_py()
+                problems.append(_Problem(row, name, message(repr(value) if value is not None else "no value"), rows))
     return problems
 
 
-Found = list[tuple[int, str]]
+Found = list[tuple["BoolArray", Callable[[str], str]]]
+
+
+def _only(n: int, row: int) -> BoolArray:
+    rows = np.zeros(n, dtype=bool)
+    rows[row] = True
+    return rows
 
 
 def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.utf8_trim_whitespace(column.cast(pa.string()))
-
-
-def _first(mask: BoolArray, column: pa.ChunkedArray, message: Callable[[str], str]) -> Found:
-    """(row, message) for the first row of ``mask``, or nothing."""
-    if not mask.any():
-        return []
-    row = int(np.argmax(mask))
-    value = column[row].as_py()
-    return [(row, message(repr(value) if value is not None else "an empty value"))]
 
 
 def _is(values: pa.ChunkedArray | pa.Array) -> BoolArray:
@@ -252,38 +248,38 @@ def _meter_ids(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, Found]:
         column = column.cast(pa.string())  # a Parquet file may hold numeric meter ids
     missing = _missing(column)
     nul = _is(pc.match_substring(column, "\x00").fill_null(False))
-    found = _first(missing, column, lambda _: "missing value (every read needs its meter)")
-    found += _first(nul, column, lambda v: f"{v} holds a NUL character")
+    found: Found = [(missing, lambda _: "missing value (every read needs its meter)")]
+    found.append((nul, lambda v: f"{v} holds a NUL character"))
     return _text(column), found
 
 
 def _times(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, Found]:
+    n = len(column)
     if pa.types.is_timestamp(column.type):
         if column.type.tz is None:
-            return column, [(0, "timestamps without a time zone; store them as timestamp with time zone (UTC)")]
-        missing = _is(column.is_null())
-        return column.cast(TIMESTAMP), _first(missing, column, lambda _: "missing value")
+            return column, [(_only(n, 0), lambda _: "timestamps without a time zone; store them with one (UTC)")]
+        return column.cast(TIMESTAMP), [(_is(column.is_null()), lambda _: "missing value")]
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return column, [(0, f"type {column.type} is not a time; give ISO 8601 text or timestamps with a time zone")]
+        kind = column.type
+        return column, [(_only(n, 0), lambda _: f"type {kind} is not a time; give ISO 8601 text or zoned timestamps")]
     text = _text(column)
     missing = _missing(column)
     shaped = _is(pc.match_substring_regex(text, _TIME + _OFFSET).fill_null(False))
     no_offset = ~shaped & ~missing & _is(pc.match_substring_regex(text, _TIME + "$").fill_null(False))
-    garbled = ~shaped & ~missing & ~no_offset
-    found = _first(missing, column, lambda _: "missing value")
-    found += _first(no_offset, column, lambda v: f"{v} has no UTC offset; write e.g. {_EXAMPLE_TIME}")
-    found += _first(garbled, column, lambda v: f"{v} is not an ISO 8601 time such as {_EXAMPLE_TIME}")
-    good = pa.array(shaped)
-    ok_text = text.filter(good)
+    found: Found = [
+        (missing, lambda _: "missing value"),
+        (no_offset, lambda v: f"{v} has no UTC offset; write e.g. {_EXAMPLE_TIME}"),
+        (~shaped & ~missing & ~no_offset, lambda v: f"{v} is not an ISO 8601 time such as {_EXAMPLE_TIME}"),
+    ]
+    good = text.filter(pa.array(shaped))
     try:
-        parsed = ok_text.cast(TIMESTAMP)
+        parsed = good.cast(TIMESTAMP)
     except pa.ArrowInvalid:  # well shaped but impossible (month 13, 25 o'clock): find the first
-        rows = np.flatnonzero(shaped)
-        row = int(rows[_first_failing(ok_text, TIMESTAMP)])
-        return column, [*found, (row, f"{column[row].as_py()!r} is not a valid date and time")]
-    if found:
-        return column, found
-    return parsed, found
+        row = int(np.flatnonzero(shaped)[_first_failing(good, TIMESTAMP)])
+        return column, [*found, (_only(n, row), lambda v: f"{v} is not a valid date and time")]
+    if shaped.all():
+        return parsed, found
+    return column, found
 
 
 def _first_failing(values: pa.ChunkedArray, target: pa.DataType) -> int:
@@ -300,57 +296,41 @@ def _first_failing(values: pa.ChunkedArray, target: pa.DataType) -> int:
 
 
 def _numbers(column: pa.ChunkedArray, name: str) -> tuple[pa.ChunkedArray, Found]:
-    required = name in REQUIRED
+    n = len(column)
     missing = _missing(column)
     found: Found = []
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         text = _text(column)
         number = _is(pc.match_substring_regex(text, _NUMBER).fill_null(False))
-        found += _first(~number & ~missing, column, lambda v: f"{v} is not a number")
+        found.append((~number & ~missing, lambda v: f"{v} is not a number"))
         values = pc.if_else(pa.array(number), text, pa.scalar(None, pa.string())).cast(pa.float64())
     elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
         values = column.cast(pa.float64())
-        finite = _is(pc.is_finite(values).fill_null(True))
-        found += _first(~finite, column, lambda v: f"{v} is not a finite number")
     else:
-        return column, [(0, f"type {column.type} is not a number")]
-    if required:
-        found += _first(missing, column, lambda _: f"missing value ({name} is required)")
+        kind = column.type
+        return column, [(_only(n, 0), lambda _: f"type {kind} is not a number")]
+    if name in REQUIRED:
+        found.append((missing, lambda _: f"missing value ({name} is required)"))
+    found.append((_is(pc.invert(pc.is_finite(values)).fill_null(False)), lambda v: f"{v} is not a finite number"))
     if name in NON_NEGATIVE:
-        negative = _is(pc.less(values, 0).fill_null(False))
-        found += _first(negative, column, lambda v: f"{v} is negative")
-    too_big = _is(pc.invert(pc.is_finite(values)).fill_null(False)) & ~missing
-    found += _first(too_big, column, lambda v: f"{v} is not a finite number")
+        found.append((_is(pc.less(values, 0).fill_null(False)), lambda v: f"{v} is negative"))
     return values, found
 
 
 def _interval_s(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, Found]:
+    n = len(column)
     missing = _missing(column)
     found: Found = []
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         text = _text(column)
         whole = _is(pc.match_substring_regex(text, _WHOLE).fill_null(False))
-        found += _first(~whole & ~missing, column, lambda v: f"{v} is not a whole number of seconds")
+        found.append((~whole & ~missing, lambda v: f"{v} is not a whole number of seconds"))
         values = pc.if_else(pa.array(whole & ~missing), text, pa.scalar(None, pa.string())).cast(pa.int64())
     elif pa.types.is_integer(column.type):
         values = column.cast(pa.int64())
     else:
-        return column, [(0, f"type {column.type} is not a whole number of seconds")]
-    bad = _is(pc.or_(pc.less_equal(values, 0), pc.greater(values, 86_400)).fill_null(False))
-    found += _first(bad, column, lambda v: f"{v} is not between 1 and 86400 seconds")
-    if found:
-        return column, found
-    return values.fill_null(DEFAULT_INTERVAL_S).cast(pa.int32()), found
-
-
-def read_interval_csv_text(text: str, *, name: str = "reads.csv") -> pa.Table:
-    """:func:`read_interval_file` on CSV text (for tests and small scripts)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / name
-        path.write_text(text, encoding="utf-8")
-        return read_interval_file(path)
-
-
-__all__ = ["COLUMNS", "OPTIONAL", "REQUIRED", "io", "read_interval_file", "read_interval_csv_text"]
+        kind = column.type
+        return column, [(_only(n, 0), lambda _: f"type {kind} is not a whole number of seconds")]
+    out_of_range = _is(pc.or_(pc.less_equal(values, 0), pc.greater(values, 86_400)).fill_null(False))
+    found.append((out_of_range, lambda v: f"{v} is not between 1 and 86400 seconds"))
+    return values.fill_null(DEFAULT_INTERVAL_S), found

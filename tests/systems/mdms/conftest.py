@@ -4,16 +4,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from .fake_store import FakeStore
+from gridloom.store import MeterDataStore, open_store
 
 
 @pytest.fixture
-def store() -> Iterator[object]:
-    """The real embedded store when it exists; a tiny in-memory stand-in with the same API until then."""
-    try:
-        from gridloom.store import open_store  # type: ignore[attr-defined]
-    except ImportError:
-        yield FakeStore()
-        return
+def store() -> Iterator[MeterDataStore]:
+    """An empty embedded store."""
     with open_store(":memory:") as s:
         yield s

@@ -21,7 +21,7 @@ from gridloom.systems.mdms import (
     vee_report,
 )
 
-from .helpers import DAY, at, column, concat, day_of
+from .helpers import DAY, Q, at, column, concat, day_of, registers
 
 NOW = dt.datetime(2026, 11, 5, 8, 0, tzinfo=dt.UTC)
 
@@ -132,7 +132,8 @@ def test_vee_report_counts_rules_estimates_and_edits(store):
     store.add_versions(estimate(checked, expected=grid))
     edit(store, meter_id="m2", interval_start=at(0), values={"energy_delivered_wh": 1.0}, reason="field_read", user="u")
 
-    report = vee_report(store, start=DAY, end=DAY + dt.timedelta(days=1))
+    report = vee_report(store, start=DAY - dt.timedelta(hours=5), end=DAY + dt.timedelta(days=1), chunk=Q * 7)
+    assert report.to_dict() | {"start": None, "end": None} == vee_report(store).to_dict()  # chunks add up
     assert report.intervals == 192
     assert report.estimated == 3  # two gaps and the spike
     assert report.edited == 1
@@ -147,10 +148,59 @@ def test_vee_report_counts_rules_estimates_and_edits(store):
     assert report.to_dict()["estimated_share"] == round(3 / 192, 6)
 
 
+def test_summarize_sorts_what_is_not_in_key_order(store):
+    load_day(store, drop={5})
+    edit(store, meter_id="m1", interval_start=at(5), values={"energy_delivered_wh": 7.0}, reason="other", user="u")
+    everything = store.reads(versions="all")
+    backwards = everything.take(pa.array(range(everything.num_rows - 1, -1, -1)))
+    assert summarize(backwards) == summarize(everything)
+    assert summarize(everything).edited == 1
+    assert summarize(everything).estimated == 0
+
+
 def test_summarize_of_nothing():
     empty = validate(day_of("m1")).reads.slice(0, 0)
-    report = summarize(empty, empty, versions=0)
+    report = summarize(empty)
     assert report.intervals == 0
     assert report.estimated_share == 0.0
     assert report.methods == {}
     assert column(empty, "meter_id") == []
+
+
+def nightly(store, registers=None) -> int:
+    """The MDMS's nightly VEE over the stored day (current versions); returns the new versions stored."""
+    grid = Expected(["m1"], DAY, DAY + dt.timedelta(days=1), 900)
+    current = store.reads(start=DAY, end=DAY + dt.timedelta(days=1))
+    checked = validate(current, expected=grid, registers=registers, capacity_w=48_000.0)
+    rows = estimate(checked, expected=grid, registers=registers)
+    if rows.num_rows:
+        store.add_versions(rows)
+    return rows.num_rows
+
+
+def test_nightly_vee_refines_estimates_only_when_something_new_is_known(store):
+    values = [100.0] * 96
+    values[60] = 70_000.0  # a spike
+    checked = validate(day_of("m1", values, drop={20}), capacity_w=48_000.0)
+    store.ingest_reads(checked.accepted)
+    assert nightly(store) == 2  # the gap and the spike
+    assert nightly(store) == 0  # nothing new: no new versions
+    edit(
+        store,
+        meter_id="m1",
+        interval_start=at(21),
+        values={"energy_delivered_wh": 130.0},
+        reason="field_read",
+        user="u",
+    )
+    regs = registers([("m1", DAY, 0.0), ("m1", DAY + dt.timedelta(days=1), 94 * 100.0 + 30.0 + 400.0)])
+    assert nightly(store, regs) == 2  # the register read arrived: both estimates prorated
+    assert nightly(store, regs) == 0
+    gap = versions_of(store, "m1", at(20))
+    assert [(r["version"], r["rule"]) for r in gap] == [(1, "interpolation"), (2, "interpolation+prorated")]
+    spike = versions_of(store, "m1", at(60))
+    assert [r["version"] for r in spike] == [0, 1, 2]
+    assert spike[-1]["quality"] & VeeFlag.SPIKE  # why it was estimated, still on the latest estimate
+    day = store.reads(start=DAY, end=DAY + dt.timedelta(days=1))
+    assert sum(column(day, "energy_delivered_wh")) == pytest.approx(94 * 100.0 + 30.0 + 400.0)
+    assert versions_of(store, "m1", at(21))[-1]["energy_delivered_wh"] == 130.0  # the edit is never re-estimated

@@ -318,3 +318,27 @@ def test_results_do_not_depend_on_the_order_reads_arrive_in(seed):
 
     assert run(batch) == run(shuffled)
     assert run(batch)[1] == estimate(validate(batch, capacity_w=48_000.0), expected=grid, history=history).to_pylist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(energies, min_size=8, max_size=96),
+    extra=st.floats(min_value=0.0, max_value=1e5, allow_nan=False),
+    with_registers=st.booleans(),
+    data=st.data(),
+)
+def test_estimating_again_over_the_estimates_changes_nothing(values, extra, with_registers, data):
+    n = len(values)
+    missing = data.draw(st.sets(st.integers(min_value=0, max_value=n - 1), min_size=1, max_size=n - 1))
+    keep = [i for i in range(n) if i not in missing]
+    end = DAY + n * Q
+    regs = None
+    if with_registers:
+        regs = registers([("m1", DAY, 0.0), ("m1", end, sum(values[i] for i in keep) + extra)])
+    grid = Expected(["m1"], DAY, end, 900)
+    checked = validate(reads("m1", [values[i] for i in keep], slots=keep), expected=grid, registers=regs)
+    first = estimate(checked, expected=grid, registers=regs)
+    current = concat(checked.accepted, first.cast(checked.accepted.schema))
+    again = estimate_detailed(validate(current, expected=grid, registers=regs), expected=grid, registers=regs)
+    assert again.rows.num_rows == 0
+    assert again.counts["unchanged"] == first.num_rows

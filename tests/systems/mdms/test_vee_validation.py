@@ -304,3 +304,15 @@ def test_empty_batch():
     result = validate(reads("m1", []), expected=(["m1"], DAY, at(4), 900))
     assert result.reads.num_rows == 0
     assert result.counts["gap"] == 4
+
+
+def test_an_expected_meter_named_twice_counts_once():
+    result = validate(day_of("m1", drop={4}), expected=(["m1", "m1"], DAY, DAY + dt.timedelta(days=1), 900))
+    assert result.counts["gap"] == 1
+
+
+def test_reads_that_do_not_fit_the_expected_grid_are_refused():
+    hourly = reads("m1", [400.0] * 24, interval_s=3600)
+    with pytest.raises(VeeInputError, match="3600 s long"):
+        validate(hourly, expected=(["m1"], DAY, DAY + dt.timedelta(days=1), 900))
+    assert validate(hourly, expected=(["m1"], DAY, DAY + dt.timedelta(days=1), 3600)).counts["gap"] == 0

@@ -158,6 +158,6 @@ def export(
     else:
         output.write_bytes(data)
         _stderr.print(
-            f"{intervals:,} intervals of {', '.join(meters)} written to {output} ({len(data) / 1e6:,.1f} MB)",
+            f"{intervals:,} intervals of {', '.join(meters)} written to {output} ({len(data):,} bytes)",
             highlight=False,
         )

@@ -3,12 +3,16 @@
 Pure functions over Arrow tables in :data:`gridloom.store.schema.READS_SCHEMA`, vectorised over
 whole batches::
 
-    from gridloom.systems.mdms import Expected, VeeConfig, estimate, validate
+    from gridloom.systems.mdms import Expected, estimate, history_windows, validate
 
     grid = Expected(meter_ids, start, end, 900)
-    checked = validate(reads, expected=grid, registers=registers, events=events, net_metered=net)
-    store.ingest_reads(checked.accepted)                       # version 0, with the VEE flags
-    store.add_versions(estimate(checked, expected=grid, registers=registers, history=history))
+    history = pa.concat_tables(store.reads(start=a, end=b) for a, b in history_windows(grid))
+    checked = validate(reads, expected=grid, history=history, registers=registers, events=events,
+                       capacity_w=capacity, net_metered=net)
+    store.ingest_reads(checked.accepted)              # version 0, VEE flags in quality
+    store.add_versions(estimate(checked, expected=grid, history=history, registers=registers, events=events))
+
+Pass the same ``history`` table to both: estimation reuses what validation made of it.
 """
 
 from gridloom.systems.mdms.editing import EDITABLE, VersionedReads, edit, edit_many

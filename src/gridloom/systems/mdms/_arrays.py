@@ -563,6 +563,20 @@ class Frame:
         return out
 
 
+def check_lengths(frame: Frame, codes: MeterCodes, expected_codes: IntArray, interval_s: int) -> None:
+    """Refuse reads of expected meters whose interval length is not the grid's (they would not fit on it)."""
+    expected = np.zeros(len(codes), bool)
+    expected[expected_codes] = True
+    wrong = expected[frame.code] & (frame.length != interval_s)
+    if wrong.any():
+        first = int(np.flatnonzero(wrong)[0])
+        meter = codes.take(frame.code[first : first + 1])[0].as_py()
+        raise VeeInputError(
+            f"reads.interval_s: {int(wrong.sum())} reads of expected meters are {int(frame.length[first])} s long,"
+            f" the expected grid's are {interval_s} s (first: meter {meter}); check each interval length separately"
+        )
+
+
 def batch_window(batch: Frame) -> tuple[BoolArray, int, int]:
     """The batch's meters (a mask over codes) and the time span [lo, hi) its reads cover."""
     if not len(batch):

@@ -24,8 +24,11 @@ register difference exactly (Oracle's "interval adjustment from scalar"); such e
 ``+prorated`` in ``rule``. If the actual intervals alone already exceed the difference, the
 estimates are set to 0 and flagged REGISTER_MISMATCH for review.
 
-Good neighbours and like days come from the batch and from ``history`` (current versions of
-stored reads); ask the store for :func:`~gridloom.systems.mdms.vee.history_windows` only.
+Good neighbours and like days are actual reads (never estimates) from the batch and from
+``history`` (current versions of stored reads); ask the store for
+:func:`~gridloom.systems.mdms.vee.history_windows` only. Run again over current versions (the
+nightly VEE), estimation refines the estimates already stored with what is known now and returns
+only those that changed (``VeeConfig.refine_estimates``); edits are never estimated over.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ import numpy as np
 import pyarrow as pa
 
 from gridloom.devices.meters import QualityFlag
-from gridloom.errors import VeeInputError
 from gridloom.store.schema import READS_SCHEMA, TIMESTAMP
 from gridloom.systems.mdms._arrays import (
     NO_ROW,
@@ -51,6 +53,7 @@ from gridloom.systems.mdms._arrays import (
     Spans,
     U32Array,
     batch_window,
+    check_lengths,
     code_of,
     conform_reads,
     grid_cells,
@@ -88,7 +91,8 @@ class Estimation:
     ``rows`` are new versions in READS_SCHEMA (source ``estimated``, the method in ``rule``,
     ``version`` and ``recorded_at`` null: the store assigns them in ``add_versions``);
     ``unestimated`` the intervals no method could fill (no neighbours, history or registers);
-    ``counts`` estimates per method plus ``prorated``, ``register_short`` and ``unestimated``.
+    ``counts`` new estimates per method plus ``prorated``, ``register_short``, ``unchanged``
+    (estimates already stored that came out the same, so need no new version) and ``unestimated``.
     """
 
     rows: pa.Table
@@ -143,17 +147,19 @@ def estimate_detailed(
     """
     cfg = config or VeeConfig()
     grid = Expected(*expected).checked()
-    expected_ids = _ids(grid)
+    expected_ids = grid.ids()
     frame, codes = _frame_of(validated, expected_ids, grid.interval_s)
     exp_codes = codes.codes(expected_ids)
     exp_meter = np.zeros(len(codes), bool)
     exp_meter[exp_codes] = True
-    _check_lengths(frame, exp_meter, codes, grid.interval_s)
+    check_lengths(frame, codes, exp_codes, grid.interval_s)
 
-    unusable = np.uint32(cfg.replace_flags | VeeFlag.DUPLICATE)
-    good = ((frame.quality & unusable) == 0) & np.isfinite(frame.delivered) & (frame.delivered >= 0)
+    # Estimates are never neighbours or like days of other estimates; refined, they are estimated again.
+    unusable = np.uint32(cfg.replace_flags | VeeFlag.DUPLICATE | VeeFlag.ESTIMATED)
+    refine = np.uint32(unusable if cfg.refine_estimates else unusable & ~np.uint32(VeeFlag.ESTIMATED))
+    good = ((frame.quality & refine) == 0) & np.isfinite(frame.delivered) & (frame.delivered >= 0)
     good &= ~(frame.received < 0)
-    batch = _Pool.of(frame, good)
+    batch = _Pool.of(frame, good & ((frame.quality & np.uint32(VeeFlag.ESTIMATED)) == 0))
 
     # The cells to estimate, sorted by key.
     row_of_code = np.full(len(codes), NO_ROW, np.int64)
@@ -161,7 +167,7 @@ def estimate_detailed(
     n_int = max(grid.intervals, 1)
     cells, _ = grid_cells(row_of_code, len(exp_codes), frame.key, good, grid.start_s, grid.intervals, grid.interval_s)
     cell_key = np.sort(keys(exp_codes[cells // n_int], grid.start_s + (cells % n_int) * grid.interval_s))
-    reason = _reasons(frame, good, cell_key)
+    reason, previous = _reasons(frame, good, cell_key)
 
     pool = [batch]
     if history is not None:
@@ -170,6 +176,7 @@ def estimate_detailed(
         grid_end = grid.start_s + grid.intervals * grid.interval_s
         usable = outside(hist, meters, lo, hi) & outside(hist, exp_meter, grid.start_s, grid_end)
         usable &= ((hist.quality & unusable) == 0) & np.isfinite(hist.delivered) & (hist.delivered >= 0)
+        # (``unusable`` holds ESTIMATED: like days and neighbours are actual reads, as MDM products require)
         pool.append(_Pool.of(hist, usable))
 
     est = _Estimates(cell_key, grid.interval_s, pool)
@@ -182,16 +189,7 @@ def estimate_detailed(
     spans = register_spans(registers, codes, grid.interval_s)
     if spans is not None and len(spans):
         est.prorate(spans)
-    return est.result(codes, reason)
-
-
-def _ids(grid: Expected) -> pa.Array:
-    ids = grid.meter_ids
-    if isinstance(ids, pa.ChunkedArray):
-        return ids.combine_chunks().cast(pa.string())
-    if isinstance(ids, pa.Array):
-        return ids.cast(pa.string())
-    return pa.array(list(ids), pa.string())
+    return est.result(codes, reason, previous)
 
 
 def _frame_of(validated: Validation | pa.Table, expected_ids: pa.Array, interval_s: int) -> tuple[Frame, MeterCodes]:
@@ -215,25 +213,39 @@ def _history_frame(validated: Validation | pa.Table, history: pa.Table, codes: M
     return Frame.of(conform_reads(history, interval_s=interval_s, name="history"), codes, "history")
 
 
-def _check_lengths(frame: Frame, expected_meter: BoolArray, codes: MeterCodes, interval_s: int) -> None:
-    wrong = expected_meter[frame.code] & (frame.length != interval_s)
-    if wrong.any():
-        first = int(np.flatnonzero(wrong)[0])
-        meter = codes.take(frame.code[first : first + 1])[0].as_py()
-        raise VeeInputError(
-            f"reads.interval_s: {int(wrong.sum())} reads of expected meters are {int(frame.length[first])} s long, "
-            f"the expected grid is {interval_s} s (first: meter {meter}); estimate each interval length separately"
-        )
-
-
-def _reasons(frame: Frame, good: BoolArray, cell_key: IntArray) -> U32Array:
-    """Why each cell is estimated: the flags of the unusable read there, or GAP when there was none."""
+def _reasons(frame: Frame, good: BoolArray, cell_key: IntArray) -> tuple[U32Array, _Previous]:
+    """Why each cell is estimated (the flags of the unusable read there, or GAP when there was none),
+    and the estimate already there, if any (refined estimates are returned only when they change)."""
     present = ((frame.quality & np.uint32(VeeFlag.DUPLICATE)) == 0) & ~good
     pos = SortedKeys(frame.key[present], presorted=True).exact(cell_key)
     reason = np.full(len(cell_key), np.uint32(VeeFlag.GAP), np.uint32)
     found = pos >= 0
-    reason[found] = frame.quality[present][pos[found]]
-    return reason
+    quality = frame.quality[present][pos[found]]
+    reason[found] = quality
+    estimated = np.zeros(len(cell_key), bool)
+    estimated[found] = (quality & np.uint32(VeeFlag.ESTIMATED)) != 0
+    values = []
+    for column in (frame.delivered, frame.received, frame.reactive):
+        v = np.full(len(cell_key), np.nan)
+        v[found] = column[present][pos[found]]
+        values.append(v)
+    return reason, _Previous(estimated, values[0], values[1], values[2])
+
+
+@dataclass(frozen=True, eq=False)
+class _Previous:
+    """The estimates already in place on the cells (``estimated``) and their values."""
+
+    estimated: BoolArray
+    delivered: FloatArray
+    received: FloatArray
+    reactive: FloatArray
+
+    def unchanged(self, values: list[FloatArray]) -> BoolArray:
+        same = self.estimated.copy()
+        for old, new in zip((self.delivered, self.received, self.reactive), values, strict=True):
+            same &= np.isclose(old, new, rtol=0.0, atol=1e-9, equal_nan=True)
+        return same
 
 
 @dataclass(frozen=True, eq=False)
@@ -406,9 +418,12 @@ class _Estimates:
         share &= np.isfinite(self.values[0])
         self.method[share] = _SHARE
 
-    def result(self, codes: MeterCodes, reason: U32Array) -> Estimation:
+    def result(self, codes: MeterCodes, reason: U32Array, previous: _Previous) -> Estimation:
         done = self.method > 0
-        rows = np.flatnonzero(done)
+        # An estimate already in place that came out the same needs no new version; one that cannot be
+        # estimated now stays as it is (it is not "unestimated").
+        keep = previous.unchanged(self.values)
+        rows = np.flatnonzero(done & ~keep)
         n = len(rows)
         method_names = np.array([m.value if m is not None else "" for m in _METHODS], dtype=object)
         rule = method_names[self.method[rows]]
@@ -441,7 +456,7 @@ class _Estimates:
             ],
             schema=READS_SCHEMA,
         )
-        left = np.flatnonzero(~done)
+        left = np.flatnonzero(~done & ~previous.estimated)
         unestimated = pa.Table.from_arrays(
             [
                 codes.take(code_of(self.key[left])),
@@ -450,8 +465,10 @@ class _Estimates:
             ],
             schema=GAPS_SCHEMA,
         )
-        counts = {m.value: int(np.count_nonzero(self.method == i)) for i, m in enumerate(_METHODS) if m is not None}
-        counts["prorated"] = int(np.count_nonzero(self.prorated & done))
-        counts["register_short"] = int(np.count_nonzero(self.short & done))
+        new = done & ~keep
+        counts = {m.value: int(np.count_nonzero(new & (self.method == i))) for i, m in enumerate(_METHODS) if m}
+        counts["prorated"] = int(np.count_nonzero(self.prorated & new))
+        counts["register_short"] = int(np.count_nonzero(self.short & new))
+        counts["unchanged"] = int(np.count_nonzero(done & keep))
         counts["unestimated"] = len(left)
         return Estimation(out, unestimated, counts)

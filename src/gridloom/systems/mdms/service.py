@@ -116,9 +116,7 @@ class Mdms:
     def ingest_reads(self, records: Mapping[str, Sequence[Any]]) -> IngestResult:
         """Validate a batch on arrival and store it (re-delivered reads are stored once)."""
         table = reads_table(records, recorded_at=self.clock())
-        checked = validate(
-            table, config=self.config, net_metered=self.net_metered or None, capacity_w=self.capacity_w
-        )
+        checked = validate(table, config=self.config, net_metered=self.net_metered or None, capacity_w=self.capacity_w)
         return self.store.ingest_reads(checked.accepted)
 
     def ingest_events(self, records: Mapping[str, Sequence[Any]]) -> int:

@@ -42,6 +42,7 @@ from gridloom.systems.mdms._arrays import (
     SortedKeys,
     U32Array,
     batch_window,
+    check_lengths,
     code_of,
     conform_reads,
     event_keys,
@@ -58,6 +59,7 @@ from gridloom.systems.mdms.vee import VALIDATION_FLAGS, Expected, VeeConfig, Vee
 GAPS_SCHEMA = pa.schema([("meter_id", pa.string()), ("interval_start", TIMESTAMP), ("interval_s", pa.int32())])
 
 _VALIDATION_MASK = np.uint32(sum(int(f) for f in VALIDATION_FLAGS))
+_NEW_VERSION = np.uint32(VeeFlag.ESTIMATED | VeeFlag.EDITED)
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,14 +117,17 @@ def validate(
     meter_id, net_metered) which meters may receive energy; ``registers`` (REGISTER_SCHEMA) the
     sum check; ``outages`` (meter_id, start, end) and the LAST_GASP / POWER_RESTORE pairs of
     ``events`` (EVENTS_SCHEMA) the known outages; TAMPER and REVERSE_ROTATION ``events`` mark
-    the intervals they happened in. Previous VEE validation bits of ``reads`` are replaced.
+    the intervals they happened in. Previous VEE validation bits of ``reads`` are replaced, except on
+    estimates and edits (current versions re-validated), whose bits tell why they were made.
     """
     cfg = config or VeeConfig()
     table = conform_reads(reads, interval_s=cfg.interval_s)
     grid = Expected(*expected).checked() if expected is not None else None
-    expected_ids = _ids(grid)
+    expected_ids = grid.ids() if grid is not None else None
     codes = MeterCodes.of(table.column("meter_id"), *([expected_ids] if expected_ids is not None else []))
     frame = Frame.of(table, codes, "reads")
+    if grid is not None and expected_ids is not None:
+        check_lengths(frame, codes, codes.codes(expected_ids), grid.interval_s)
     checks = _Checks(frame, codes, cfg)
 
     duplicate = checks.duplicates()
@@ -139,7 +144,9 @@ def validate(
     checks.set(VeeFlag.TAMPER, checks.reported(QualityFlag.TAMPER, events, "TAMPER"))
     checks.set(VeeFlag.REVERSE_ROTATION, checks.reported(QualityFlag.REVERSE_ROTATION, events, "REVERSE_ROTATION"))
 
-    quality = (frame.quality & ~_VALIDATION_MASK) | checks.flags
+    # A read's flags are recomputed; an estimate or an edit keeps the flags that say why it was made.
+    kept = np.where((frame.quality & _NEW_VERSION) != 0, np.uint32(0xFFFFFFFF), ~_VALIDATION_MASK)
+    quality = (frame.quality & kept) | checks.flags
     in_input_order = frame.to_input_order(quality, table.num_rows)
     flagged = table.set_column(
         READS_SCHEMA.get_field_index("quality"), "quality", pa.array(in_input_order, pa.uint32())
@@ -149,17 +156,6 @@ def validate(
     return Validation(
         flagged, gaps, counts, tuple(checks.skipped), replace(frame, quality=quality), codes, checks.history
     )
-
-
-def _ids(grid: Expected | None) -> pa.Array | None:
-    if grid is None:
-        return None
-    ids = grid.meter_ids
-    if isinstance(ids, pa.ChunkedArray):
-        return ids.combine_chunks().cast(pa.string())
-    if isinstance(ids, pa.Array):
-        return ids.cast(pa.string())
-    return pa.array(list(ids), pa.string())
 
 
 class _Checks:

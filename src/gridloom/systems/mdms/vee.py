@@ -25,6 +25,7 @@ from enum import IntFlag, StrEnum
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gridloom.errors import VeeConfigError, VeeInputError
 
@@ -172,11 +173,20 @@ class VeeConfig:
     """Reads failing these rules are unusable and are estimated like gaps. The others are flagged for
     review only: a zero run may be a vacant house, a register mismatch is resolved by proration."""
 
+    refine_estimates: bool = True
+    """Estimates among the reads (current versions estimated earlier) are estimated again with what is
+    known now — a late register read, more history — and returned only where the value changed; off,
+    they count as reads and stay as they are."""
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "replace_flags":
                 object.__setattr__(self, f.name, VeeFlag(value))
+                continue
+            if f.name == "refine_estimates":
+                if not isinstance(value, bool):
+                    raise VeeConfigError(f"VeeConfig.refine_estimates must be True or False, got {value!r}")
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise VeeConfigError(f"VeeConfig.{f.name} must be a finite number, got {value!r}")
@@ -219,6 +229,19 @@ class Expected(NamedTuple):
         if end < start:
             raise VeeInputError(f"expected end {end.isoformat()} is before start {start.isoformat()}")
         return self
+
+    def ids(self) -> pa.Array:
+        """The expected meters as a string array, each once."""
+        ids = self.meter_ids
+        if isinstance(ids, pa.ChunkedArray):
+            array = ids.combine_chunks()
+        elif isinstance(ids, pa.Array):
+            array = ids
+        else:
+            array = pa.array([str(i) for i in ids], pa.string())
+        if array.null_count:
+            raise VeeInputError(f"expected meter_ids has {array.null_count} nulls")
+        return pc.unique(array.cast(pa.string()))
 
     @property
     def start_s(self) -> int:
