@@ -187,6 +187,7 @@ class PostgresStore(MeterDataStore):
     def _insert_new_reads(self, batch: pa.Table) -> int:
         columns = [c for c in READS_SCHEMA.names if c != "version"]  # all 0: not worth sending
         lo, hi = key_bounds(batch, "interval_start")
+        first, last = key_bounds(batch, "meter_id")
         self._stage("_gl_stage", batch.select(columns))
         self._lock_table(READS)
         reads = self._names["reads"]
@@ -196,10 +197,10 @@ class PostgresStore(MeterDataStore):
             WHERE NOT EXISTS (
                 SELECT 1 FROM {reads} r
                 WHERE r.version = 0 AND r.meter_id = s.meter_id AND r.interval_start = s.interval_start
-                  AND r.interval_start BETWEEN %(lo)s AND %(hi)s
+                  AND r.interval_start BETWEEN %(lo)s AND %(hi)s AND r.meter_id BETWEEN %(first)s AND %(last)s
             )
         """
-        self._cursor.execute(statement, {"lo": lo, "hi": hi})
+        self._cursor.execute(statement, {"lo": lo, "hi": hi, "first": first, "last": last})
         return self._cursor.rowcount
 
     def _insert_new(self, spec: TableSpec, batch: pa.Table) -> int:
