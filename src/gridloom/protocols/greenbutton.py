@@ -59,6 +59,7 @@ from defusedxml import DefusedXmlException
 
 from gridloom.errors import MalformedDocument, NothingToExport, ProtocolInputError
 from gridloom.store.schema import READS_SCHEMA
+from gridloom.store.versions import current_versions
 
 ATOM_NS: Final = "http://www.w3.org/2005/Atom"
 ESPI_NS: Final = "http://naesb.org/espi"
@@ -244,21 +245,6 @@ def _first_bad(reads: pa.Table, bad: pa.Array | npt.NDArray[np.bool_], what: str
     meter = reads["meter_id"][row].as_py()
     start = reads["interval_start"][row].as_py()
     raise ProtocolInputError(f"{what}: meter {meter!r}, interval starting {start} ({int(mask.sum())} rows)")
-
-
-def current_versions(reads: pa.Table) -> pa.Table:
-    """The highest version of each (meter, interval_start), sorted by meter and time."""
-    if reads.num_rows == 0:
-        return reads
-    order = pc.sort_indices(
-        reads, [("meter_id", "ascending"), ("interval_start", "ascending"), ("version", "descending")]
-    )
-    ordered = reads.take(order)
-    meters = np.asarray(pc.dictionary_encode(ordered["meter_id"]).combine_chunks().indices)
-    starts = np.asarray(ordered["interval_start"].cast(pa.int64()))
-    first = np.ones(ordered.num_rows, dtype=np.bool_)
-    first[1:] = (meters[1:] != meters[:-1]) | (starts[1:] != starts[:-1])
-    return ordered.filter(pa.array(first))
 
 
 def espi_quality(reads: pa.Table, *, validated: bool = True) -> npt.NDArray[np.uint16]:

@@ -194,13 +194,9 @@ class PostgresStore(MeterDataStore):
         statement = f"""
             INSERT INTO {reads} ({", ".join(columns)}, version)
             SELECT {", ".join(f"s.{c}" for c in columns)}, 0 FROM _gl_stage s
-            WHERE NOT EXISTS (
-                SELECT 1 FROM {reads} r
-                WHERE r.version = 0 AND r.meter_id = s.meter_id AND r.interval_start = s.interval_start
-                  AND r.interval_start BETWEEN %(lo)s AND %(hi)s AND r.meter_id BETWEEN %(first)s AND %(last)s
-            )
+            ON CONFLICT DO NOTHING
         """
-        self._cursor.execute(statement, {"lo": lo, "hi": hi, "first": first, "last": last})
+        self._cursor.execute(statement)
         return self._cursor.rowcount
 
     def _insert_new(self, spec: TableSpec, batch: pa.Table) -> int:

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from gridloom.errors import NoUsageData, UnknownCisRecord
 from gridloom.store.schema import READS_SCHEMA
+from gridloom.store.versions import current_versions
 from gridloom.systems.billing.cycle import BillingCycle, CriticalPeakEvent, PriceSeries
 from gridloom.systems.billing.engine import BILLS_SCHEMA, LINES_SCHEMA, RatingInputs, money, rate_accounts
 from gridloom.systems.cis.model import Cis
@@ -39,25 +40,6 @@ class ReadsSource(Protocol):
         end: dt.datetime | None = None,
         versions: Literal["current", "original", "all"] = "current",
     ) -> pa.Table: ...
-
-
-def current_versions(reads: pa.Table, *, as_of: dt.datetime | None = None) -> pa.Table:
-    """The highest version of each (meter, interval) — as it stood at ``as_of`` when given (``recorded_at``)."""
-    if as_of is not None:
-        reads = reads.filter(
-            pc.less_equal(reads["recorded_at"], pa.scalar(as_of, reads.schema.field("recorded_at").type))
-        )
-    if reads.num_rows == 0:
-        return reads
-    ordered = reads.sort_by([("meter_id", "ascending"), ("interval_start", "ascending"), ("version", "descending")])
-    meter = ordered["meter_id"].combine_chunks()
-    start = ordered["interval_start"].combine_chunks()
-    first = np.ones(ordered.num_rows, bool)
-    if ordered.num_rows > 1:
-        same_meter = pc.equal(meter.slice(1), meter.slice(0, len(meter) - 1)).to_numpy(zero_copy_only=False)
-        same_start = pc.equal(start.slice(1), start.slice(0, len(start) - 1)).to_numpy(zero_copy_only=False)
-        first[1:] = ~(same_meter & same_start)
-    return ordered.filter(pa.array(first))
 
 
 @dataclass

@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gridloom.errors import BillingInputError
+from gridloom.store.versions import current_versions
 from gridloom.systems.billing.engine import ROWS_SCHEMA, RatingInputs, rate_accounts
-from gridloom.systems.billing.run import Bill, BillLine, ReadsSource, current_versions
+from gridloom.systems.billing.run import Bill, BillLine, ReadsSource
 from gridloom.systems.cis.model import Cis
 
 
