@@ -67,6 +67,19 @@ def test_a_redelivered_read_keeps_the_value_stored_first(store: MeterDataStore) 
     assert store.reads().column("energy_delivered_wh").to_pylist() != [1.0, 2.0]
 
 
+def test_small_deliveries_into_a_large_store_skip_what_is_stored(store: MeterDataStore) -> None:
+    # PostgreSQL checks a small batch against a large table by probing the key per row (not a hash
+    # join over the whole table): the outcome must be the same
+    store.ingest_reads(reads(meters=60, intervals=96))
+    for meter in (7, 30, 59):
+        day = reads(meters=60, intervals=120).filter(pc.equal(pc.field("meter_id"), f"m{meter:03d}"))
+        result = store.ingest_reads(day)
+        assert (result.inserted, result.duplicates) == (24, 96)
+    assert store.count("reads") == 60 * 96 + 3 * 24
+    assert store.ingest_register_reads(_registers([f"r{i}" for i in range(400)], [0, 24, 48])) == 1200
+    assert store.ingest_register_reads(_registers(["r5", "new"], [24, 72])) == 3
+
+
 def test_repeats_inside_one_batch_keep_the_first_delivered(store: MeterDataStore) -> None:
     base = reads(meters=2, intervals=3)
     repeat = base.slice(1, 2).set_column(3, "energy_delivered_wh", pa.array([-1.0, -2.0]))

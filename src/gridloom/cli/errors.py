@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gridloom.errors import GridloomError
 
@@ -20,5 +21,6 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except GridloomError as exc:
-        _stderr.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        # escape: error texts quote user values such as '[null]' that are not rich markup
+        _stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
         raise typer.Exit(USAGE_ERROR) from exc

@@ -6,8 +6,9 @@ meter range so DuckDB's zone maps skip the rest of the table.
 
 Keys are kept unique by that anti-join under a lock, not by a PRIMARY KEY: measured with
 100,000 meters x 96 reads in a file, a PRIMARY KEY on (meter_id, interval_start, version) made
-ingest ten times slower (0.65 M against 6.4 M rows/s), the file four times larger and the ART
-index held in memory grew by ~2 GB per 10 M reads. ``key_constraint=True`` creates new tables
+ingest six to ten times slower (0.65-0.93 M against 5-6 M rows/s), the file four times larger,
+and its ART index held in memory grew by ~2 GB per 10 M reads (a million meters' day would not
+fit in this machine's memory). ``key_constraint=True`` creates new tables
 with the PRIMARY KEY anyway, for those who write to the file with other tools too. DuckDB lets a
 single process write a file; inside it, every store on the same file shares one lock.
 """
