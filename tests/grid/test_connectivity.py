@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,29 +10,7 @@ import pytest
 
 from gridloom.errors import TopologyError, UnknownGridDevice
 from gridloom.grid.connectivity import ConnectivityModel, DeviceKind, build_connectivity
-
-DEFAULT = "1-MVLV-rural-all-0-sw"
-LV = "1-LV-rural1--0-sw"
-
-
-def load_net(code: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pandapower/simbench FutureWarnings on import and load
-        import simbench
-
-        return simbench.get_simbench_net(code)
-
-
-@pytest.fixture(scope="module")
-def rural():
-    net = load_net(DEFAULT)
-    return net, build_connectivity(net, code=DEFAULT)
-
-
-@pytest.fixture(scope="module")
-def lv():
-    net = load_net(LV)
-    return net, build_connectivity(net, code=LV)
+from tests.grid.conftest import LV, load_net
 
 
 def ids_of(model: ConnectivityModel, kind: DeviceKind) -> list[str]:

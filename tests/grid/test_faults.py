@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gridloom.errors import GridInputError
-from gridloom.grid.connectivity import DeviceKind, build_connectivity
+from gridloom.grid.connectivity import DeviceKind
 from gridloom.grid.faults import FaultState
 from gridloom.grid.protection import (
     Fault,
@@ -26,30 +26,8 @@ from gridloom.grid.protection import (
     simulate_faults,
 )
 
-DEFAULT = "1-MVLV-rural-all-0-sw"
-LV = "1-LV-rural1--0-sw"
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 US = 1_000_000
-
-
-def load_net(code: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pandapower/simbench FutureWarnings on import and load
-        import simbench
-
-        return simbench.get_simbench_net(code)
-
-
-@pytest.fixture(scope="module")
-def rural():
-    net = load_net(DEFAULT)
-    return net, build_connectivity(net, code=DEFAULT)
-
-
-@pytest.fixture(scope="module")
-def lv():
-    net = load_net(LV)
-    return net, build_connectivity(net, code=LV)
 
 
 @contextmanager
