@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -91,6 +91,19 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+class ReadsSource(Protocol):
+    """What readers of interval data need of a store (billing, VEE, tests over a plain table)."""
+
+    def reads(
+        self,
+        *,
+        meter_ids: Sequence[str] | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        versions: Literal["current", "original", "all"] = "current",
+    ) -> pa.Table: ...
 
 
 class MeterDataStore(ABC):

@@ -5,6 +5,7 @@ Every line of a bill says which meters, intervals and read versions it was compu
 Tariffs are defined in :mod:`gridloom.systems.cis.tariffs` (the CIS assigns them to accounts).
 """
 
+from gridloom.store.base import ReadsSource
 from gridloom.store.versions import current_versions
 from gridloom.systems.billing.cycle import BillingCycle, CriticalPeakEvent, PriceSeries, events_from_csv
 from gridloom.systems.billing.engine import BILLS_SCHEMA, LINES_SCHEMA, ROWS_SCHEMA, Rated, RatingInputs, rate_accounts
@@ -13,7 +14,6 @@ from gridloom.systems.billing.run import (
     Bill,
     BillingRun,
     BillLine,
-    ReadsSource,
     TableReads,
     bill_from_tables,
     run_billing,

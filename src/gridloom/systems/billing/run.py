@@ -15,31 +15,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from gridloom.errors import NoUsageData, UnknownCisRecord
+from gridloom.store.base import ReadsSource
 from gridloom.store.schema import READS_SCHEMA
 from gridloom.store.versions import current_versions
 from gridloom.systems.billing.cycle import BillingCycle, CriticalPeakEvent, PriceSeries
 from gridloom.systems.billing.engine import BILLS_SCHEMA, LINES_SCHEMA, RatingInputs, money, rate_accounts
 from gridloom.systems.cis.model import Cis
-
-
-class ReadsSource(Protocol):
-    """What billing needs of the meter data store (``MeterDataStore`` has this method)."""
-
-    def reads(
-        self,
-        *,
-        meter_ids: Sequence[str] | None = None,
-        start: dt.datetime | None = None,
-        end: dt.datetime | None = None,
-        versions: Literal["current", "original", "all"] = "current",
-    ) -> pa.Table: ...
 
 
 @dataclass

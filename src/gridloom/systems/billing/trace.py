@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gridloom.errors import BillingInputError
+from gridloom.store.base import ReadsSource
 from gridloom.store.versions import current_versions
 from gridloom.systems.billing.engine import ROWS_SCHEMA, RatingInputs, rate_accounts
-from gridloom.systems.billing.run import Bill, BillLine, ReadsSource
+from gridloom.systems.billing.run import Bill, BillLine
 from gridloom.systems.cis.model import Cis
 
 

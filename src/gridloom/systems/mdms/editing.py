@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping, Sequence
-from typing import Literal, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from gridloom.devices.meters import QualityFlag
 from gridloom.errors import EditRefused
+from gridloom.store.base import ReadsSource
 from gridloom.store.schema import READS_SCHEMA, TIMESTAMP
 from gridloom.systems.mdms._arrays import US, MeterCodes, keys, qualities, require, seconds
 from gridloom.systems.mdms.vee import EditReason, VeeFlag
@@ -33,17 +34,8 @@ _NOT_ESTIMATED = np.uint32(~(VeeFlag.ESTIMATED | QualityFlag.ESTIMATED) & 0xFFFF
 _SIGNED = ("reactive_varh",)  # reactive energy is signed; the others cannot be negative
 
 
-class VersionedReads(Protocol):
-    """The part of :class:`gridloom.store.MeterDataStore` that VEE uses."""
-
-    def reads(
-        self,
-        *,
-        meter_ids: Sequence[str] | None = None,
-        start: dt.datetime | None = None,
-        end: dt.datetime | None = None,
-        versions: Literal["current", "original", "all"] = "current",
-    ) -> pa.Table: ...
+class VersionedReads(ReadsSource, Protocol):
+    """The part of :class:`gridloom.store.MeterDataStore` that VEE uses: reads, and adding versions."""
 
     def add_versions(self, rows: pa.Table) -> pa.Table: ...
 
