@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -445,3 +445,25 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 def is_url(text: str) -> bool:
     """Whether ``text`` looks like ``scheme://...`` rather than a file path."""
     return bool(_SCHEME.match(text))
+
+
+def time_conditions(
+    spec: TableSpec, filters: Filters, alias: str, placeholder: Callable[[str], str]
+) -> tuple[list[str], dict[str, Any]]:
+    """The time-window and as-of conditions of ``filters`` on ``alias``, with their parameters.
+
+    ``placeholder`` writes a named parameter in the backend's syntax (``$start``, ``%(start)s``).
+    """
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    time_column = f"{alias}.{quote(spec.time_column)}"
+    if filters.start is not None:
+        conditions.append(f"{time_column} >= {placeholder('start')}")
+        params["start"] = filters.start
+    if filters.end is not None:
+        conditions.append(f"{time_column} < {placeholder('end')}")
+        params["end"] = filters.end
+    if filters.as_of is not None and spec is READS:
+        conditions.append(f"{alias}.recorded_at <= {placeholder('as_of')}")
+        params["as_of"] = filters.as_of
+    return conditions, params

@@ -40,6 +40,7 @@ from gridloom.store.base import (
     key_bounds,
     no_interval_s,
     quote,
+    time_conditions,
 )
 from gridloom.store.schema import READS, READS_SCHEMA, TABLES, TableSpec
 
@@ -294,13 +295,7 @@ def _where(spec: TableSpec, filters: Filters, alias: str) -> tuple[str, dict[str
         clauses.append(f"{alias}.meter_id IN (SELECT meter_id FROM _gl_meters)")
     if filters.kinds is not None:
         clauses.append(f"{alias}.kind IN (SELECT kind FROM _gl_kinds)")
-    if filters.start is not None:
-        clauses.append(f"{alias}.{quote(spec.time_column)} >= $start")
-        params["start"] = filters.start
-    if filters.end is not None:
-        clauses.append(f"{alias}.{quote(spec.time_column)} < $end")
-        params["end"] = filters.end
-    if filters.as_of is not None and spec is READS:
-        clauses.append(f"{alias}.recorded_at <= $as_of")
-        params["as_of"] = filters.as_of
+    conditions, time_params = time_conditions(spec, filters, alias, lambda name: f"${name}")
+    clauses += conditions
+    params.update(time_params)
     return " AND ".join(clauses), params

@@ -47,6 +47,7 @@ from gridloom.store.base import (
     no_interval_s,
     quote,
     redact,
+    time_conditions,
 )
 from gridloom.store.pgcopy import copy_chunks, pg_type
 from gridloom.store.schema import READS, READS_SCHEMA, TABLES, TableSpec
@@ -345,13 +346,7 @@ def _where(spec: TableSpec, filters: Filters, alias: str) -> tuple[str, dict[str
     if filters.kinds is not None:
         clauses.append(f"{alias}.kind = ANY(%(kinds)s)")
         params["kinds"] = filters.kinds.to_pylist()
-    if filters.start is not None:
-        clauses.append(f"{alias}.{quote(spec.time_column)} >= %(start)s")
-        params["start"] = filters.start
-    if filters.end is not None:
-        clauses.append(f"{alias}.{quote(spec.time_column)} < %(end)s")
-        params["end"] = filters.end
-    if filters.as_of is not None and spec is READS:
-        clauses.append(f"{alias}.recorded_at <= %(as_of)s")
-        params["as_of"] = filters.as_of
+    conditions, time_params = time_conditions(spec, filters, alias, lambda name: f"%({name})s")
+    clauses += conditions
+    params.update(time_params)
     return " AND ".join(clauses), params
