@@ -18,17 +18,17 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from gridloom.devices.comms import CommConfig
-from gridloom.devices.concentrators import Concentrators
+from gridloom.devices.concentrators import Collection, Concentrators
 from gridloom.devices.ev import LEVEL2_W, EvFleet
-from gridloom.devices.ieds import IedFleet, IedKind, SwitchSpec
-from gridloom.devices.meters import MeterConfig, MeterEventKind, MeterFleet
+from gridloom.devices.ieds import IedFleet, IedKind, IedMeasurements, SwitchSpec
+from gridloom.devices.meters import IntervalReads, MeterConfig, MeterEventKind, MeterEvents, MeterFleet
 from gridloom.devices.pv import PvFleet
 from gridloom.devices.storage import HOME_BATTERY, StorageFleet
 from gridloom.errors import GridInputError
@@ -53,6 +53,7 @@ from gridloom.scenario.clock import SimulationClock
 FloatArray = npt.NDArray[np.float64]
 _US = 1_000_000
 VOLTAGE_LIMITS_PU = (0.95, 1.05)  # EN 50160 / ANSI C84.1 range A style service-voltage band
+VOLTAGE_BINS_PU = np.round(np.arange(0.90, 1.1001, 0.005), 3)  # histogram of customer voltages
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class SimulationSummary:
     voltage_pu_p50: list[float] = field(default_factory=list)
     voltage_pu_p99: list[float] = field(default_factory=list)
     customers_out: list[int] = field(default_factory=list)
+    substation_voltage_pu: list[float] = field(default_factory=list)  # MV busbar, mean over substations
+    voltage_histogram: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(len(VOLTAGE_BINS_PU) - 1, dtype=np.int64)
+    )  # customer intervals with supply per VOLTAGE_BINS_PU bin (out-of-range values are not counted)
     metered_net_wh: float = 0.0  # sum over interval reads: delivered - received
     reads_offered: int = 0
     reads_delivered: int = 0
@@ -238,6 +243,206 @@ def _outage_seconds(
     return np.minimum(seconds, (end_us - start_us) / _US)
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """What one 15-minute step produced in the field: the meters' reads and events and what the
+    concentrators got through (batches stamped with their arrival times), and the IED readings."""
+
+    at: dt.datetime  # interval start
+    reads: IntervalReads
+    events: MeterEvents
+    collection: Collection
+    ied: IedMeasurements
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.at + dt.timedelta(seconds=STEP_S)
+
+
+class Simulation:
+    """The physics and the device fleets of a territory; :meth:`steps` advances it step by step.
+
+    ``summary`` grows as the steps run. Between two steps a caller may act on the fleets
+    (``fleets.meters``...) — a scenario runner injects its timeline there.
+    """
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        *,
+        district: District | None = None,
+        realtime: bool = False,
+        speed: float = 1.0,
+    ) -> None:
+        began = time.perf_counter()
+        self.config = config
+        self.clock = SimulationClock(config.start_at, step_s=STEP_S, realtime=realtime, speed=speed)
+        self.chunk_steps = 1 if realtime else config.chunk_steps
+        self.district = district = district or load_district(config.district)
+        self.territory = build_territory(district, config.customers)
+        self.connectivity = build_connectivity(district)
+        self.fleets = _Fleets(self.territory, self.connectivity, config, self.clock)
+        self._loads = CustomerProfiles(
+            load_table(district.net.profiles),
+            profile=district.customer_profile,
+            p_ref_w=district.customer_p_ref_w,
+            q_ref_var=district.customer_q_ref_var,
+            replicas=self.territory.replicas,
+            rng=np.random.default_rng([config.seed, 4]),
+            variation=config.variation,
+        )
+        self._generation = generation_table(district.net.profiles)
+        faults = [
+            Fault(replica=f.replica, device=self.connectivity.index(f.device), at=f.at, permanent=f.permanent,
+                  repair_after_s=f.repair_after_s)
+            for f in config.faults
+        ]  # fmt: skip
+        self._state = FaultState(self.connectivity, self.territory.replicas)
+        results = simulate_faults(self.connectivity, faults, state=self._state.copy()) if faults else []
+        fleets = self.fleets
+        self.summary = SimulationSummary(
+            district=district.code,
+            customers=self.territory.customers,
+            substations=self.territory.replicas,
+            feeders=self.territory.replicas * len(self.connectivity.devices_of_kind(DeviceKind.BREAKER)),
+            pv_units=int(np.count_nonzero(fleets.pv.rated_w)),
+            evs=fleets.ev_customer.size,
+            batteries=fleets.batteries.capacity_wh.size,
+            faults=results,
+        )
+        self.total_steps = round(config.days * 86_400 / STEP_S)
+        self.summary.seconds["setup"] += time.perf_counter() - began
+
+    def steps(self, progress: Callable[[int, int], None] | None = None) -> Iterator[StepResult]:
+        """Run every step, yielding each one's field output; ``progress(done, total)`` after each chunk."""
+        config, district, territory, fleets, summary = (
+            self.config, self.district, self.territory, self.fleets, self.summary,
+        )  # fmt: skip
+        sim_clock, results, state = self.clock, summary.faults, self._state
+        clock = time.perf_counter
+        replicas, n = territory.replicas, district.n_customers
+        total_steps = self.total_steps
+        previous_v = np.ones((replicas, district.n_nodes))
+        done = 0
+        while done < total_steps:
+            chunk_at = config.start_at + dt.timedelta(seconds=done * STEP_S)
+            to_midnight = (86_400 - (chunk_at.hour * 3600 + chunk_at.minute * 60)) // STEP_S
+            steps = min(self.chunk_steps, total_steps - done, to_midnight)
+            sim_clock.pace_to(done)
+            first = profile_step(chunk_at)
+
+            tick = clock()
+            load_p, load_q = self._loads.window(first, steps)  # (S, R, n)
+            load_p *= territory.active
+            load_q *= territory.active
+            available = generation_window(
+                self._generation, profile=district.gen_profile, p_ref_w=district.gen_p_ref_w, first_step=first,
+                steps=steps,
+            )  # (S, n_gens)  # fmt: skip
+            summary.seconds["profiles"] += clock() - tick
+
+            step_at = [chunk_at + dt.timedelta(seconds=s * STEP_S) for s in range(steps)]
+            switch_closed = np.empty((steps, replicas, district.n_switches), dtype=bool)
+            energized = np.empty((steps, replicas, n), dtype=bool)
+            gen_p = np.zeros((steps, replicas, district.n_gens))
+            gen_q = np.zeros_like(gen_p)
+            tick = clock()
+            for s, at in enumerate(step_at):
+                state.reset()
+                for result in results:
+                    result.apply(state, until=at + dt.timedelta(seconds=STEP_S))
+                switch_closed[s] = state.switch_closed_for_powerflow()
+                energized[s] = state.customer_energized()
+                ev_p = fleets.evs.step(at, STEP_S)
+                load_p[s].reshape(-1)[fleets.ev_customer] += ev_p
+                fleets.batteries.step(STEP_S)
+                # PV behind the meter follows volt-var / volt-watt on the last voltage it saw.
+                pv_v = previous_v[:, district.gen_node[fleets.pv_gen]].ravel()
+                pv_avail = np.tile(available[s, fleets.pv_gen], replicas) * (fleets.pv.rated_w > 0)
+                pv_p, pv_q = fleets.pv.dispatch(available_p_w=pv_avail, voltage_pu=np.where(pv_v > 0, pv_v, 1.0))
+                owner = (np.arange(replicas)[:, None] * n + fleets.pv_owner[None, :]).ravel()
+                np.subtract.at(load_p[s].reshape(-1), owner, pv_p)
+                np.subtract.at(load_q[s].reshape(-1), owner, pv_q)
+                gen_p[s][:, fleets.mv_gen] = available[s, fleets.mv_gen]
+            summary.seconds["fleets"] += clock() - tick
+
+            tick = clock()
+            scenarios = steps * replicas
+            served_p = load_p * energized
+            flow = run_batch(
+                district,
+                load_p_w=served_p.reshape(scenarios, n),
+                load_q_var=(load_q * energized).reshape(scenarios, n),
+                gen_p_w=gen_p.reshape(scenarios, -1),
+                gen_q_var=gen_q.reshape(scenarios, -1),
+                switch_closed=switch_closed.reshape(scenarios, -1),
+            )
+            summary.seconds["power flow"] += clock() - tick
+
+            node_v = flow.node_voltage_pu.reshape(steps, replicas, district.n_nodes)
+            customer_v = flow.customer_voltage_pu.reshape(steps, replicas, n)
+            customer_on = flow.customer_energized.reshape(steps, replicas, n)
+            customer_p = flow.customer_p_w.reshape(steps, replicas, n)
+            phase_v = district.node_vn_v[district.customer_node] / np.sqrt(3)
+            active = territory.customer_index
+            busbar = int(self.connectivity.node[self.connectivity.devices_of_kind(DeviceKind.SUBSTATION)[0]])
+            for s, at in enumerate(step_at):
+                tick = clock()
+                sim_clock.set(at)
+                start_us = round(at.timestamp() * _US)
+                outage_s = _outage_seconds(results, n, territory.customers, start_us, start_us + STEP_S * _US)
+                p = customer_p[s].reshape(-1)[active]
+                reads = fleets.meters.measure(
+                    interval_start_at=at,
+                    p_w=p,
+                    q_var=(load_q[s] * customer_on[s]).reshape(-1)[active],
+                    voltage_v=(customer_v[s] * phase_v).reshape(-1)[active],
+                    energized=customer_on[s].reshape(-1)[active],
+                    outage_s=outage_s,
+                )
+                events = fleets.meters.pop_events()
+                collected = fleets.concentrators.collect(
+                    reads, events, fleets.comm_rng, at=at + dt.timedelta(seconds=STEP_S),
+                    energized=fleets.meters.energized,
+                )  # fmt: skip
+                summary.metered_net_wh += float(reads.energy_delivered_wh.sum() - reads.energy_received_wh.sum())
+                summary.reads_offered += collected.reads_offered
+                summary.reads_delivered += collected.reads_delivered
+                summary.read_batches += len(collected.read_batches)
+                summary.events_offered.update(MeterEventKind(k).name for k in events.kind)
+                for batch in collected.event_batches:
+                    if batch.events is not None:
+                        summary.events_delivered.update(MeterEventKind(k).name for k in batch.events.kind)
+                v_on = customer_v[s].reshape(-1)[active][customer_on[s].reshape(-1)[active]]
+                summary.voltage_violations += int(
+                    np.count_nonzero((v_on < VOLTAGE_LIMITS_PU[0]) | (v_on > VOLTAGE_LIMITS_PU[1]))
+                )
+                summary.voltage_histogram += np.histogram(v_on, bins=VOLTAGE_BINS_PU)[0]
+                summary.step_at.append(at)
+                summary.voltage_pu_p01.append(float(np.percentile(v_on, 1)) if v_on.size else 0.0)
+                summary.voltage_pu_p50.append(float(np.percentile(v_on, 50)) if v_on.size else 0.0)
+                summary.voltage_pu_p99.append(float(np.percentile(v_on, 99)) if v_on.size else 0.0)
+                supplied = int(np.count_nonzero(customer_on[s].reshape(-1)[active]))
+                summary.customers_out.append(territory.customers - supplied)
+                rows = slice(s * replicas, (s + 1) * replicas)
+                summary.substation_p_w.append(float(flow.source_p_w[rows].sum()))
+                summary.substation_voltage_pu.append(float(node_v[s][:, busbar].mean()))
+                summary.generation_mv_p_w.append(float(flow.gen_p_w[rows].sum()))
+                summary.customer_p_w.append(float(p.sum()))
+                summary.losses_w.append(float(flow.losses_w[rows].sum()))
+                ied = fleets.ieds.measure(
+                    node_voltage_pu=node_v[s].reshape(-1),
+                    line_current_a=flow.line_current_a[rows].reshape(-1),
+                )
+                summary.ied_measurements += len(ied)
+                summary.seconds["meters and comms"] += clock() - tick
+                yield StepResult(at=at, reads=reads, events=events, collection=collected, ied=ied)
+            previous_v = node_v[-1]
+            done += steps
+            if progress is not None:
+                progress(done, total_steps)
+
+
 def simulate(
     config: SimulationConfig,
     *,
@@ -251,156 +456,7 @@ def simulate(
     By default it runs as fast as the machine allows; ``realtime`` paces every 15-minute step
     to the wall clock (``speed`` 60: an hour a minute), for demonstrations.
     """
-    sim_clock = SimulationClock(config.start_at, step_s=STEP_S, realtime=realtime, speed=speed)
-    chunk_steps = 1 if realtime else config.chunk_steps
-    clock = time.perf_counter
-    began = clock()
-    district = district or load_district(config.district)
-    territory = build_territory(district, config.customers)
-    connectivity = build_connectivity(district)
-    fleets = _Fleets(territory, connectivity, config, sim_clock)
-    loads = CustomerProfiles(
-        load_table(district.net.profiles),
-        profile=district.customer_profile,
-        p_ref_w=district.customer_p_ref_w,
-        q_ref_var=district.customer_q_ref_var,
-        replicas=territory.replicas,
-        rng=np.random.default_rng([config.seed, 4]),
-        variation=config.variation,
-    )
-    generation = generation_table(district.net.profiles)
-    faults = [
-        Fault(replica=f.replica, device=connectivity.index(f.device), at=f.at, permanent=f.permanent,
-              repair_after_s=f.repair_after_s)
-        for f in config.faults
-    ]  # fmt: skip
-    state = FaultState(connectivity, territory.replicas)
-    results = simulate_faults(connectivity, faults, state=state.copy()) if faults else []
-    summary = SimulationSummary(
-        district=district.code,
-        customers=territory.customers,
-        substations=territory.replicas,
-        feeders=territory.replicas * len(connectivity.devices_of_kind(DeviceKind.BREAKER)),
-        pv_units=int(np.count_nonzero(fleets.pv.rated_w)),
-        evs=fleets.ev_customer.size,
-        batteries=fleets.batteries.capacity_wh.size,
-        faults=results,
-    )
-    summary.seconds["setup"] += clock() - began
-
-    replicas, n = territory.replicas, district.n_customers
-    total_steps = round(config.days * 86_400 / STEP_S)
-    previous_v = np.ones((replicas, district.n_nodes))
-    done = 0
-    while done < total_steps:
-        chunk_at = config.start_at + dt.timedelta(seconds=done * STEP_S)
-        to_midnight = (86_400 - (chunk_at.hour * 3600 + chunk_at.minute * 60)) // STEP_S
-        steps = min(chunk_steps, total_steps - done, to_midnight)
-        sim_clock.pace_to(done)
-        first = profile_step(chunk_at)
-
-        tick = clock()
-        load_p, load_q = loads.window(first, steps)  # (S, R, n)
-        load_p *= territory.active
-        load_q *= territory.active
-        available = generation_window(
-            generation, profile=district.gen_profile, p_ref_w=district.gen_p_ref_w, first_step=first, steps=steps
-        )  # (S, n_gens)
-        summary.seconds["profiles"] += clock() - tick
-
-        step_at = [chunk_at + dt.timedelta(seconds=s * STEP_S) for s in range(steps)]
-        switch_closed = np.empty((steps, replicas, district.n_switches), dtype=bool)
-        energized = np.empty((steps, replicas, n), dtype=bool)
-        gen_p = np.zeros((steps, replicas, district.n_gens))
-        gen_q = np.zeros_like(gen_p)
-        tick = clock()
-        for s, at in enumerate(step_at):
-            state.reset()
-            for result in results:
-                result.apply(state, until=at + dt.timedelta(seconds=STEP_S))
-            switch_closed[s] = state.switch_closed_for_powerflow()
-            energized[s] = state.customer_energized()
-            ev_p = fleets.evs.step(at, STEP_S)
-            load_p[s].reshape(-1)[fleets.ev_customer] += ev_p
-            fleets.batteries.step(STEP_S)
-            # PV behind the meter follows volt-var / volt-watt on the last voltage it saw.
-            pv_v = previous_v[:, district.gen_node[fleets.pv_gen]].ravel()
-            pv_avail = np.tile(available[s, fleets.pv_gen], replicas) * (fleets.pv.rated_w > 0)
-            pv_p, pv_q = fleets.pv.dispatch(available_p_w=pv_avail, voltage_pu=np.where(pv_v > 0, pv_v, 1.0))
-            owner = (np.arange(replicas)[:, None] * n + fleets.pv_owner[None, :]).ravel()
-            np.subtract.at(load_p[s].reshape(-1), owner, pv_p)
-            np.subtract.at(load_q[s].reshape(-1), owner, pv_q)
-            gen_p[s][:, fleets.mv_gen] = available[s, fleets.mv_gen]
-        summary.seconds["fleets"] += clock() - tick
-
-        tick = clock()
-        scenarios = steps * replicas
-        served_p = load_p * energized
-        flow = run_batch(
-            district,
-            load_p_w=served_p.reshape(scenarios, n),
-            load_q_var=(load_q * energized).reshape(scenarios, n),
-            gen_p_w=gen_p.reshape(scenarios, -1),
-            gen_q_var=gen_q.reshape(scenarios, -1),
-            switch_closed=switch_closed.reshape(scenarios, -1),
-        )
-        summary.seconds["power flow"] += clock() - tick
-
-        tick = clock()
-        node_v = flow.node_voltage_pu.reshape(steps, replicas, district.n_nodes)
-        customer_v = flow.customer_voltage_pu.reshape(steps, replicas, n)
-        customer_on = flow.customer_energized.reshape(steps, replicas, n)
-        customer_p = flow.customer_p_w.reshape(steps, replicas, n)
-        phase_v = district.node_vn_v[district.customer_node] / np.sqrt(3)
-        active = territory.customer_index
-        for s, at in enumerate(step_at):
-            sim_clock.set(at)
-            start_us = round(at.timestamp() * _US)
-            outage_s = _outage_seconds(results, n, territory.customers, start_us, start_us + STEP_S * _US)
-            p = customer_p[s].reshape(-1)[active]
-            reads = fleets.meters.measure(
-                interval_start_at=at,
-                p_w=p,
-                q_var=(load_q[s] * customer_on[s]).reshape(-1)[active],
-                voltage_v=(customer_v[s] * phase_v).reshape(-1)[active],
-                energized=customer_on[s].reshape(-1)[active],
-                outage_s=outage_s,
-            )
-            events = fleets.meters.pop_events()
-            collected = fleets.concentrators.collect(
-                reads, events, fleets.comm_rng, at=at + dt.timedelta(seconds=STEP_S), energized=fleets.meters.energized
-            )
-            summary.metered_net_wh += float(reads.energy_delivered_wh.sum() - reads.energy_received_wh.sum())
-            summary.reads_offered += collected.reads_offered
-            summary.reads_delivered += collected.reads_delivered
-            summary.read_batches += len(collected.read_batches)
-            summary.events_offered.update(MeterEventKind(k).name for k in events.kind)
-            for batch in collected.event_batches:
-                if batch.events is not None:
-                    summary.events_delivered.update(MeterEventKind(k).name for k in batch.events.kind)
-            v_on = customer_v[s].reshape(-1)[active][customer_on[s].reshape(-1)[active]]
-            summary.voltage_violations += int(
-                np.count_nonzero((v_on < VOLTAGE_LIMITS_PU[0]) | (v_on > VOLTAGE_LIMITS_PU[1]))
-            )
-            summary.step_at.append(at)
-            summary.voltage_pu_p01.append(float(np.percentile(v_on, 1)) if v_on.size else 0.0)
-            summary.voltage_pu_p50.append(float(np.percentile(v_on, 50)) if v_on.size else 0.0)
-            summary.voltage_pu_p99.append(float(np.percentile(v_on, 99)) if v_on.size else 0.0)
-            supplied = int(np.count_nonzero(customer_on[s].reshape(-1)[active]))
-            summary.customers_out.append(territory.customers - supplied)
-            rows = slice(s * replicas, (s + 1) * replicas)
-            summary.substation_p_w.append(float(flow.source_p_w[rows].sum()))
-            summary.generation_mv_p_w.append(float(flow.gen_p_w[rows].sum()))
-            summary.customer_p_w.append(float(p.sum()))
-            summary.losses_w.append(float(flow.losses_w[rows].sum()))
-            ied = fleets.ieds.measure(
-                node_voltage_pu=node_v[s].reshape(-1),
-                line_current_a=flow.line_current_a[rows].reshape(-1),
-            )
-            summary.ied_measurements += len(ied)
-        previous_v = node_v[-1]
-        summary.seconds["meters and comms"] += clock() - tick
-        done += steps
-        if progress is not None:
-            progress(done, total_steps)
-    return summary
+    simulation = Simulation(config, district=district, realtime=realtime, speed=speed)
+    for _ in simulation.steps(progress):
+        pass
+    return simulation.summary
