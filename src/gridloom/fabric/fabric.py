@@ -259,6 +259,10 @@ class Endpoint:
             extensions=extensions,
             records=records,
         )
+        return await self.publish(built)
+
+    async def publish(self, built: list[tuple[str, bytes, Envelope]]) -> list[Envelope]:
+        """Publish what :meth:`build` made — later, if the message spends time on its way (a backhaul delay)."""
         await self.fabric.transport.publish_many([(subject, frame, env.message_id) for subject, frame, env in built])
         for _, _, envelope in built:
             self.fabric.stats[envelope.interface].sent += 1

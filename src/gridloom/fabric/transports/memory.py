@@ -42,7 +42,8 @@ class _MemorySubscription(Subscription):
                 self.queue.task_done()
 
     async def stop(self) -> None:
-        self._transport._subscriptions.discard(self)
+        self._transport._subscriptions.pop(self, None)
+        self._transport._matching.clear()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -54,7 +55,8 @@ class MemoryTransport(Transport):
     name = "memory"
 
     def __init__(self, *, max_redeliveries: int = 3) -> None:
-        self._subscriptions: set[_MemorySubscription] = set()
+        self._subscriptions: dict[_MemorySubscription, None] = {}  # in subscription order: deterministic delivery
+        self._matching: dict[str, list[_MemorySubscription]] = {}  # subject -> subscriptions, reset on changes
         self._max_redeliveries = max_redeliveries
         self._running = False
         self.dropped = 0
@@ -70,15 +72,19 @@ class MemoryTransport(Transport):
     async def publish(self, subject: str, frame: bytes, *, message_id: str) -> None:
         if not self._running:
             raise TransportError("the in-process transport is not started; use 'async with MemoryTransport()'")
-        for subscription in self._subscriptions:
-            if subject_matches(subscription.pattern, subject):
-                subscription.queue.put_nowait((subject, frame))
+        matching = self._matching.get(subject)
+        if matching is None:  # many actors, few subjects each: match the patterns once per subject
+            matching = [s for s in self._subscriptions if subject_matches(s.pattern, subject)]
+            self._matching[subject] = matching
+        for subscription in matching:
+            subscription.queue.put_nowait((subject, frame))
 
     async def subscribe(self, subject: str, handler: Handler, *, durable: str) -> Subscription:
         if not self._running:
             raise TransportError("the in-process transport is not started; use 'async with MemoryTransport()'")
         subscription = _MemorySubscription(self, subject, handler, self._max_redeliveries)
-        self._subscriptions.add(subscription)
+        self._subscriptions[subscription] = None
+        self._matching.clear()
         return subscription
 
     async def drain(self) -> None:
