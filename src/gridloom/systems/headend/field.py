@@ -33,7 +33,7 @@ from gridloom.catalog.messages import DeclaredType, response_type
 from gridloom.devices.concentrators import BatchKind, Collection, ConcentratorBatch, Concentrators
 from gridloom.devices.meters import IntervalReads, MeterFleet, RegisterReads
 from gridloom.errors import GridloomError, HeadEndConfigError, MalformedBody
-from gridloom.fabric import CertificateAuthority, Endpoint, Fabric, Identity, Message
+from gridloom.fabric import CertificateAuthority, Endpoint, Envelope, Fabric, Identity, Message
 from gridloom.fabric.identity import Clock, utc_now
 from gridloom.systems.headend.wire import (
     Failure,
@@ -68,6 +68,16 @@ def issue_concentrator_identities(
         cid: ca.issue(ROLE, cid, catalog=catalog, clock=clock, save=save)
         for cid in concentrators.concentrator_id.tolist()
     }
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A concentrator batch signed and ready to publish when it reaches the head-end."""
+
+    arrives_at_us: int
+    endpoint: Endpoint
+    built: list[tuple[str, bytes, Envelope]]
+    records: int
 
 
 @dataclass
@@ -156,7 +166,12 @@ class MeterNetwork:
     # --- sending -----------------------------------------------------------------------------
     async def send_batches(self, batches: Iterable[ConcentratorBatch]) -> int:
         """Send batches (reads or events) to the head-end, each from its concentrator; returns records sent."""
-        sent = 0
+        return await self.deliver(self.prepare(batches))
+
+    def prepare(self, batches: Iterable[ConcentratorBatch]) -> list[PreparedBatch]:
+        """Sign (and encrypt) batches now, as their concentrators hand them to the backhaul; :meth:`deliver`
+        them at their ``arrives_at`` so the fabric measures the backhaul's delay as the interface's latency."""
+        prepared = []
         for batch in batches:
             if not len(batch):
                 continue
@@ -164,10 +179,18 @@ class MeterNetwork:
             if batch.concentrator_id in self.offline or endpoint.instance in self.offline:
                 self.stats.batches_dropped_offline += 1
                 continue
-            await endpoint.send(
+            built = endpoint.build(
                 FIELD_INTERFACE, _BATCH_TYPE[batch.kind], batch.to_records(), to=self.headend, records=len(batch)
             )
-            sent += len(batch)
+            prepared.append(PreparedBatch(batch.arrives_at_us, endpoint, built, len(batch)))
+        return prepared
+
+    async def deliver(self, prepared: Iterable[PreparedBatch]) -> int:
+        """Publish prepared batches; returns records sent."""
+        sent = 0
+        for batch in prepared:
+            await batch.endpoint.publish(batch.built)
+            sent += batch.records
             self.stats.batches_sent += 1
         self.stats.records_sent += sent
         return sent
