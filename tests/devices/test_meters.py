@@ -245,6 +245,27 @@ def test_clock_drift_is_flagged_past_the_threshold_and_cleared_by_a_sync() -> No
     assert reads.quality.tolist() == [QualityFlag.SERVICE_DISCONNECTED, 0]
 
 
+def test_a_firmware_clock_jump_flags_the_meters_reads_until_their_clocks_are_set() -> None:
+    fleet = fleet_of(3)
+    measure(fleet, 0, p_w=100.0)
+    fleet.firmware_clock_jump([1], 600.0)
+    reads = measure(fleet, 1, p_w=100.0)
+    assert reads.flagged(QualityFlag.CLOCK_DRIFT).tolist() == [False, True, False]
+    assert fleet.clock_error_s(START + 2 * STEP)[1] == pytest.approx(600.0)
+    fleet.sync_clock([1], START + 2 * STEP)
+    assert not measure(fleet, 2, p_w=100.0).flagged(QualityFlag.CLOCK_DRIFT).any()
+
+
+def test_a_silent_meter_keeps_metering_but_sends_no_reads_until_the_fault_ends() -> None:
+    fleet = fleet_of(3)
+    fleet.firmware_silence([0, 2], START + 2 * STEP)
+    assert measure(fleet, 0, p_w=400.0).meter.tolist() == [1]
+    assert measure(fleet, 1, p_w=400.0).meter.tolist() == [1]
+    assert fleet.reads_withheld == 4
+    assert measure(fleet, 2, p_w=400.0).meter.tolist() == [0, 1, 2]
+    assert registers(fleet)["delivered"].tolist() == pytest.approx([300.0, 300.0, 300.0])
+
+
 def test_a_meter_far_off_stamps_its_reads_with_its_own_interval_boundaries() -> None:
     config = MeterConfig(**{**IDEAL.__dict__, "initial_clock_offset_s": Distribution.constant(-500.0)})
     reads = measure(fleet_of(1, config=config), 4, p_w=100.0)

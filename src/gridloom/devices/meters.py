@@ -342,6 +342,8 @@ class MeterFleet:
         self._rows = np.arange(n, dtype=np.int64)
         self._rows.flags.writeable = False
         self._id_order: npt.NDArray[np.intp] | None = None
+        self._silent_until_us = np.full(n, _NEVER, np.int64)  # firmware faults: no interval reads sent before
+        self.reads_withheld = 0  # interval reads a silent meter measured but did not send
 
     # ------------------------------------------------------------------ views
     @property
@@ -493,6 +495,10 @@ class MeterFleet:
         self._energized = now.copy()
         self._measured_until_us = e
         self._settle_switch(e)
+        if self._silent_until_us.max() > s:
+            sending = self._silent_until_us[reads.meter] <= s
+            self.reads_withheld += int(np.count_nonzero(~sending))
+            reads = reads.take(np.flatnonzero(sending))
         return reads
 
     def register_reads(self, at: dt.datetime, *, meters: npt.ArrayLike | None = None) -> RegisterReads:
@@ -539,6 +545,16 @@ class MeterFleet:
         self._clock_ref_us[acc] = t
         self._clock_set[acc] = True
         return took
+
+    def firmware_clock_jump(self, meters: npt.ArrayLike, seconds: float) -> None:
+        """A firmware fault steps the clocks of ``meters`` by ``seconds``; they drift on from there."""
+        self._clock_offset_us[self._indices(meters)] += seconds * _US
+
+    def firmware_silence(self, meters: npt.ArrayLike, until: dt.datetime) -> None:
+        """A firmware fault stops ``meters`` sending interval reads before ``until``; they keep metering
+        (registers advance) and answer register reads and commands as before."""
+        idx = self._indices(meters)
+        self._silent_until_us[idx] = np.maximum(self._silent_until_us[idx], to_us(until, "until"))
 
     def set_net_metering(self, meters: npt.ArrayLike, *, enrolled: bool) -> BoolArray:
         """Enrol ``meters`` in net metering (or withdraw them); returns which of them took the command."""
