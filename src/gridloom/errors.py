@@ -59,6 +59,7 @@
     │   ├── NoUsageData             no reads in the cycle for the accounts asked for (names the cycle, accounts)
     │   ├── MissingPrices           the real-time price series lacks hours that carry usage; names them
     │   └── BillExists              the account already has a bill for the cycle (re-bill to replace it)
+    ├── ScenarioError               a scenario is malformed or asks for what is not built yet; names file, line, field
     └── ProtocolError               a standard protocol's document cannot be made or read (Green Button, ...)
         ├── ProtocolInputError      reads or options handed to an exporter are malformed; names field, meter, time
         ├── NothingToExport         no interval reads for the meters and period asked for; names them
@@ -70,6 +71,8 @@ can be counted per interface.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class GridloomError(Exception):
@@ -389,6 +392,34 @@ class BillExists(BillingError):
         self.accounts = accounts
         shown = ", ".join(accounts[:5]) + (f" and {len(accounts) - 5} more" if len(accounts) > 5 else "")
         super().__init__(f"cycle {cycle} is already billed for {shown}; re-bill to cancel and replace those bills")
+
+
+class ScenarioError(GridloomError):
+    """A scenario that cannot be run: malformed YAML, a wrong value, or a system or event not built yet.
+
+    ``source`` is the file (None for YAML text), ``line`` the 1-based line, ``field`` the dotted
+    path (``timeline[1].device``), ``message`` the problem; each of the first three is None when
+    not known. Several problems are reported together: ``also`` holds the others, one line each
+    in the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        also: Sequence[ScenarioError] = (),
+    ) -> None:
+        self.message = message
+        self.source = source
+        self.line = line
+        self.field = field
+        self.also = tuple(also)
+        where = [part for part in (source, f"line {line}" if line is not None else None, field) if part]
+        first = f"{', '.join(where)}: {message}" if where else message
+        super().__init__("\n".join([first, *(str(other) for other in self.also)]))
 
 
 class ProtocolError(GridloomError):

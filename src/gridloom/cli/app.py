@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gridloom.cli.commands import assess, audit, billing, catalog, greenbutton, grid, mdms, pki, run
+from gridloom.cli.commands import assess, audit, billing, catalog, greenbutton, grid, mdms, pki, run, scenario
 
 app = typer.Typer(
     name="gridloom",
@@ -19,5 +19,6 @@ app.add_typer(grid.app, name="grid")
 app.add_typer(mdms.app, name="mdms")
 app.add_typer(billing.app, name="billing")
 app.add_typer(greenbutton.app, name="greenbutton")
+app.add_typer(scenario.app, name="scenario")
 app.command(name="run")(run.run)
 app.command(name="assess")(assess.assess)
