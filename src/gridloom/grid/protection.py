@@ -159,6 +159,20 @@ class Interruptions:
     def __len__(self) -> int:
         return len(self.customer)
 
+    def take(self, rows: BoolArray | IntArray) -> Interruptions:
+        return Interruptions(
+            self.replica[rows], self.customer[rows], self.start_us[rows], self.end_us[rows], self.momentary[rows]
+        )
+
+    def of_territory(self, n_district: int, customers: int) -> Interruptions:
+        """Only the rows of customers a territory of ``customers`` serves (its last replica may be partial)."""
+        return self.take(self.territory_index(n_district) < customers)
+
+    def territory_index(self, n_district: int) -> IntArray:
+        """Each row's customer as a territory index (replica * customers per district + customer)."""
+        out: IntArray = self.replica * n_district + self.customer
+        return out
+
     @staticmethod
     def empty() -> Interruptions:
         z = np.empty(0, dtype=np.int64)

@@ -271,16 +271,18 @@ class Simulation:
         config: SimulationConfig,
         *,
         district: District | None = None,
+        connectivity: ConnectivityModel | None = None,
         realtime: bool = False,
         speed: float = 1.0,
     ) -> None:
+        """``connectivity``: the district's model, when the caller has built it already."""
         began = time.perf_counter()
         self.config = config
         self.clock = SimulationClock(config.start_at, step_s=STEP_S, realtime=realtime, speed=speed)
         self.chunk_steps = 1 if realtime else config.chunk_steps
         self.district = district = district or load_district(config.district)
         self.territory = build_territory(district, config.customers)
-        self.connectivity = build_connectivity(district)
+        self.connectivity = connectivity or build_connectivity(district)
         self.fleets = _Fleets(self.territory, self.connectivity, config, self.clock)
         self._loads = CustomerProfiles(
             load_table(district.net.profiles),

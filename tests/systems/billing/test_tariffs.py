@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gridloom.errors import MissingPrices
+from gridloom.errors import BillingInputError, MissingPrices
 from gridloom.systems.billing import (
     BillingCycle,
     CriticalPeakEvent,
@@ -198,3 +198,41 @@ def test_net_metering_credit_ends_with_the_occupancy() -> None:
     run = run_billing(cis, TableReads(month_reads([M], received_wh=50.0)), cycle="2026-11")
     credit = run.bill(account_of(M)).line("net_metering")
     assert (credit.quantity, credit.amount, credit.intervals) == (48.0, Decimal("-3.36"), 960)
+
+
+def test_a_short_cycle_carries_its_days_share_of_the_monthly_charges() -> None:
+    # 3 of November's 30 days: share 0.1. FLAT: 288 intervals x 100 Wh = 28.8 kWh x 0.25 = 7.20,
+    # customer charge 10.00 x 0.1 = 1.00 -> 8.20.
+    start, end = CYCLE_START + dt.timedelta(days=10), CYCLE_START + dt.timedelta(days=13)
+    cycle = BillingCycle.span("run", start, end, timezone=ZONE)
+    assert cycle.charge_share == pytest.approx(0.1)
+    reads = month_reads([M], start=start, end=end)
+    flat = run_billing(make_cis({M: "FLAT"}), TableReads(reads), cycle=cycle).bill(account_of(M))
+    assert flat.line("energy").amount == Decimal("7.20")
+    assert flat.line("fixed").amount == Decimal("1.00")
+    assert flat.total == Decimal("8.20")
+
+    def peak(t_us: np.ndarray) -> np.ndarray:
+        return np.where(t_us == t_us.min(), 500.0, 100.0)  # 2.0 kW in the first interval
+
+    demand = run_billing(make_cis({M: "DEMAND"}), TableReads(month_reads([M], start=start, end=end, delivered_wh=peak)),
+                         cycle=cycle).bill(account_of(M))  # fmt: skip
+    # 2.0 kW x (10.00 x 0.1) = 2.00; energy 287 x 0.1 + 0.5 = 29.2 kWh x 0.10 = 2.92
+    assert demand.line("demand").amount == Decimal("2.00")
+    assert demand.total == Decimal("4.92")
+
+
+def test_a_short_cycle_must_stay_in_one_month() -> None:
+    with pytest.raises(BillingInputError, match="within one month"):
+        BillingCycle.span("run", CYCLE_START, CYCLE_START + dt.timedelta(days=40), timezone=ZONE)
+    with pytest.raises(BillingInputError, match="before the end"):
+        BillingCycle.span("run", CYCLE_START, CYCLE_START, timezone=ZONE)
+
+
+def test_the_cycles_covering_a_span_are_whole_months_and_short_cycles_at_the_ends() -> None:
+    start = CYCLE_START + dt.timedelta(days=20)  # 2026-11-21 local midnight
+    cycles = BillingCycle.covering(start, start + dt.timedelta(days=50), timezone=ZONE)
+    assert [c.cycle_id for c in cycles] == ["2026-11-21..2026-12-01", "2026-12", "2027-01-01..2027-01-10"]
+    assert [round(c.charge_share, 3) for c in cycles] == [0.333, 1.0, 0.29]
+    assert cycles[0].end_at == cycles[1].start_at
+    assert cycles[1].end_at == cycles[2].start_at

@@ -1,61 +1,136 @@
-"""``gridloom run``: the main job.
-
-Until the scenario runner exists it summarises the interface catalog that every later part
-of gridloom reads (what the seed defines, per section, and how it is timed and secured),
-then simulates a day of the default territory: power flow, PV, EVs, meters, concentrators
-and field IEDs, with a fuse fault and a temporary recloser fault to show outages.
-"""
+"""``gridloom run``: the main job — a scenario's grid, fleets and systems on the fabric, and its report."""
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Annotated
+import asyncio
+import datetime as dt
+import logging
+import webbrowser
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gridloom.catalog import Domain, InterfaceStatus, SecurityLevel, load_catalog
-from gridloom.cli.commands.grid import simulate_grid
+from gridloom.cli.errors import user_errors
+from gridloom.scenario.runner import RunOptions, RunProgress, RunResult, run_scenario
+from gridloom.scenario.spec import check_devices, default_scenario, load_scenario
 
 console = Console()
 
 
+class _Display:
+    """Simulated time, messages per interface and the latest alarms, redrawn after each step."""
+
+    def __init__(self, total_steps: int) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.fields[at]}[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+            TimeElapsedColumn(), console=console,
+        )  # fmt: skip
+        self.task = self.bar.add_task("run", total=total_steps, at="starting")
+        self.table = Table()
+        self.live = Live(self.bar, console=console, refresh_per_second=8, transient=False)
+
+    def update(self, progress: RunProgress) -> None:
+        self.bar.update(self.task, completed=progress.step, total=progress.total_steps,
+                        at=f"{progress.at:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+        traffic = Table(title="messages per interface", show_edge=False, pad_edge=False)
+        traffic.add_column("interface")
+        traffic.add_column("delivered", justify="right")
+        for interface, count in sorted(progress.delivered.items(), key=lambda kv: -kv[1])[:6]:
+            traffic.add_row(interface, f"{count:,}")
+        traffic.add_row("[red]rejected[/]" if progress.rejections else "rejected", f"{progress.rejections:,}")
+        alarms = Table(title="alarms", show_edge=False, pad_edge=False)
+        alarms.add_column("at")
+        alarms.add_column("alarm")
+        for alarm in progress.alarms[-4:]:
+            colour = {"critical": "red", "warning": "yellow"}.get(alarm.severity, "cyan")
+            alarms.add_row(f"{alarm.at:%H:%M}", f"[{colour}]{alarm.source}: {alarm.text}[/]")
+        self.live.update(Group(self.bar, traffic, alarms))
+
+
 def run(
-    customers: Annotated[int, typer.Option(help="Customers in the territory.")] = 5_000,
-    days: Annotated[float, typer.Option(help="Simulated days.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Same seed, same results.")] = 1,
+    scenario_file: Annotated[
+        Path | None, typer.Argument(help="A scenario YAML file (default: the scenario that ships with gridloom).")
+    ] = None,
+    customers: Annotated[int | None, typer.Option(help="Override the scenario's number of customers.")] = None,
+    days: Annotated[float | None, typer.Option(help="Override the scenario's simulated days.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed (same seed, same results).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/<scenario>-<time>).")] = None,
+    bus: Annotated[str | None, typer.Option(help="NATS JetStream URL, e.g. nats://127.0.0.1:4222.")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="MDMS store: postgresql://… (default: DuckDB in the run folder).")
+    ] = None,
+    realtime: Annotated[bool, typer.Option(help="Pace the run to the wall clock (demonstrations).")] = False,
+    speed: Annotated[float, typer.Option(min=0.001, help="With --realtime: simulated seconds per wall second.")] = 60.0,
+    open_report: Annotated[bool, typer.Option("--open", help="Open the report in a browser when done.")] = False,
 ) -> None:
-    """Run the main job on the embedded defaults: the catalog summary and a simulated grid day."""
-    catalog = load_catalog()
-    table = Table(title="gridloom interface catalog (NIST smart-grid logical interfaces)")
-    for column in ("section", "interfaces", "defined", "flows", "timed", "confidential", "protocols named"):
-        table.add_column(column, justify="right" if column not in ("section", "protocols named") else "left")
-    for domain in Domain:
-        ifaces = catalog.in_domain(domain)
-        defined = [i for i in ifaces if i.status is InterfaceStatus.DEFINED]
-        flows = [f for i in ifaces for f in i.flows]
-        timed = sum(1 for f in flows if f.timing.statement)
-        confidential = sum(1 for i in ifaces if i.security.confidentiality.level >= SecurityLevel.REQUIRED)
-        protocols = Counter(p for i in ifaces for p in i.protocols)
-        table.add_row(
-            domain.value,
-            str(len(ifaces)),
-            str(len(defined)),
-            str(len(flows)),
-            str(timed),
-            str(confidential),
-            ", ".join(p for p, _ in protocols.most_common(4)),
+    """Run a scenario: the grid, the meters and every system on the secured fabric; write metrics and a report."""
+    logging.getLogger("gridloom").setLevel(logging.ERROR)  # rejections are counted and reported, not printed
+    with user_errors():
+        scenario = load_scenario(scenario_file) if scenario_file is not None else default_scenario()
+        scenario = scenario.with_overrides(customers=customers, days=days, seed=seed)
+        check_devices(scenario)
+        folder = out or Path("runs") / f"{scenario.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        if folder.exists() and any(folder.iterdir()):
+            raise typer.BadParameter(f"{folder} is not empty; choose another --out")
+        options = RunOptions(out=folder, bus=bus, store=store, realtime=realtime, speed=speed)
+        console.print(
+            f"[bold]{scenario.name}[/]: {scenario.grid.customers:,} customers on {scenario.grid.district}, "
+            f"{scenario.time.days:g} day(s) from {scenario.time.start:%Y-%m-%d}, seed {scenario.seed}; "
+            f"systems: {', '.join(scenario.systems)}"
         )
+        display = _Display(round(scenario.time.days * 96))
+        with display.live:
+            result = asyncio.run(run_scenario(scenario, options, progress=display.update))
+    _print_result(result)
+    if open_report:
+        webbrowser.open(result.report.resolve().as_uri())
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _print_result(result: RunResult) -> None:
+    m: dict[str, Any] = result.metrics
+    grid, ami, vee, outages = m["grid"], m["ami"], m["vee"], m["outages"]
+    table = Table(title=f"{m['scenario']['name']} — {m['status']} at {m['sim']['end']}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("energy from the substations / MV generation (MWh)",
+         f"{grid['substation_kwh'] / 1000:,.3f} / {grid['generation_mv_kwh'] / 1000:,.3f}"),
+        ("energy metered, net / losses (MWh)",
+         f"{grid['metered_net_kwh'] / 1000:,.3f} / {grid['losses_kwh'] / 1000:,.3f}"),
+        ("energy balance error", f"{grid['energy_balance_error']:+.4%}"),
+        ("customer intervals outside 0.95-1.05 pu", f"{grid['voltage_violations']:,}"),
+        ("interval reads stored / lost in the field / estimated",
+         f"{ami['reads_stored']:,} / {ami['reads_lost_in_field']:,} / {vee['estimated']:,}"),
+        ("data completeness delivered / after VEE",
+         f"{ami['completeness_delivered']:.2%} / {ami['completeness_after_vee']:.2%}"),
+        ("VEE flags", ", ".join(f"{k} {v:,}" for k, v in vee["flagged"].items()) or "none"),
+        ("outages / SAIFI / SAIDI (min) / MAIFI",
+         f"{len(outages['events'])} / {outages['indices']['SAIFI']:.4f} / {outages['indices']['SAIDI_min']:.2f} / "
+         f"{outages['indices']['MAIFI']:.4f}"),
+    ]  # fmt: skip
+    if m.get("billing"):
+        b = m["billing"]
+        rows.append(
+            ("bills issued / held / total", f"{b['issued']:,} / {b['held']:,} / {b['billed_total']} {b['currency']}")
+        )
+    traffic = sum(row["delivered"] for row in m["interfaces"])
+    rows.append(("messages delivered / interfaces with traffic", f"{traffic:,} / {len(m['interfaces'])}"))
+    rows.append(("rejections", ", ".join(f"{k} {v}" for k, v in m["rejections"].items()) or "none"))
+    if m["drills"]:
+        passed = sum(d["passed"] for d in m["drills"])
+        rows.append(("attack drills refused as expected", f"{passed} of {len(m['drills'])}"))
+    rows.append(("wall time (s)", f"{m['wall_s'].get('total', 0):.1f}"))
+    for name, value in rows:
+        table.add_row(name, value)
     console.print(table)
-    console.print(
-        f"{len(catalog)} interfaces between {len(catalog.actors)} actors. "
-        "See one with [bold]gridloom catalog show AMI-9a[/]; list them with [bold]gridloom catalog list[/]."
-    )
-    console.print()
-    simulate_grid(
-        customers=customers,
-        days=days,
-        seed=seed,
-        fault=["fuse-1775@10:07/repair=3h", "rcl-10788@14:03/temporary"],
-    )
+    console.print(f"Report: [bold]{result.report}[/]  metrics: {result.out / 'metrics.json'}")
+    console.print(f"Audit log: gridloom audit verify {result.out / 'audit.jsonl'} --keystore {result.out / 'pki'}")
+    if result.interrupted:
+        console.print("[yellow]Interrupted: the store, the audit log and the metrics up to that point were kept.[/]")

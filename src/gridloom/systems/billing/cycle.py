@@ -5,6 +5,10 @@ A cycle is a calendar month in the utility's local time (``2026-11`` in Europe/B
 and tier blocks after a move) are measured in local calendar time, so a move-in at local
 midnight on the 16th of November is exactly half of the cycle even in a month with a daylight
 saving change.
+
+A *short* cycle (:meth:`BillingCycle.span`, e.g. a simulated run of a few days) carries the part
+of the monthly charges its days make of their month (``charge_share``): the fixed charge, the
+demand charge and the tier blocks are prorated by it.
 """
 
 from __future__ import annotations
@@ -40,12 +44,41 @@ def from_us(us: int) -> dt.datetime:
 
 @dataclass(frozen=True)
 class BillingCycle:
-    """One monthly cycle ``[start_at, end_at)`` (UTC) of a local calendar month."""
+    """One cycle ``[start_at, end_at)`` (UTC): a local calendar month, or a short span of one."""
 
     cycle_id: str
     start_at: dt.datetime
     end_at: dt.datetime
     timezone: str
+    charge_share: float = 1.0  # share of the monthly fixed/demand charges and tier blocks this cycle carries
+
+    @classmethod
+    def span(cls, cycle_id: str, start_at: dt.datetime, end_at: dt.datetime, *, timezone: str) -> BillingCycle:
+        """A short cycle ``[start_at, end_at)`` inside one month, carrying its days' share of the monthly charges."""
+        if not start_at < end_at:
+            raise BillingInputError(f"cycle {cycle_id!r}: the start ({start_at}) must come before the end ({end_at})")
+        local = start_at.astimezone(ZoneInfo(timezone))
+        month = cls.month(f"{local.year}-{local.month:02d}", timezone=timezone)
+        if end_at > month.end_at + dt.timedelta(days=1):
+            raise BillingInputError(f"cycle {cycle_id!r}: a short cycle stays within one month ({month.cycle_id})")
+        share = min((end_at - start_at) / (month.end_at - month.start_at), 1.0)
+        return cls(cycle_id, start_at, end_at, timezone, charge_share=share)
+
+    @classmethod
+    def covering(cls, start_at: dt.datetime, end_at: dt.datetime, *, timezone: str) -> list[BillingCycle]:
+        """The cycles that bill ``[start_at, end_at)``: whole local months, short cycles at either end."""
+        cycles, at = [], start_at
+        while at < end_at:
+            local = at.astimezone(ZoneInfo(timezone))
+            month = cls.month(f"{local.year}-{local.month:02d}", timezone=timezone)
+            stop = min(end_at, month.end_at)
+            if at == month.start_at and stop == month.end_at:
+                cycles.append(month)
+            else:
+                name = f"{at.astimezone(ZoneInfo(timezone)):%Y-%m-%d}..{stop.astimezone(ZoneInfo(timezone)):%Y-%m-%d}"
+                cycles.append(cls.span(name, at, stop, timezone=timezone))
+            at = stop
+        return cycles
 
     @classmethod
     def month(cls, cycle_id: str, *, timezone: str) -> BillingCycle:

@@ -368,7 +368,7 @@ def rate_accounts(
     a_hi = np.full(n_a, -1, np.int64)
     np.minimum.at(a_lo, w_acct, w_lo)
     np.maximum.at(a_hi, w_acct, w_hi)
-    share = cycle.share(a_lo, a_hi) if n_a else np.zeros(0)
+    share = cycle.share(a_lo, a_hi) * cycle.charge_share if n_a else np.zeros(0)
     iv_meter = np.full(meter_list.__len__() or 1, 0, np.int64)
     np.maximum.at(iv_meter, r_meter_i, iv_s)
     iv_meter[iv_meter == 0] = 900
@@ -469,7 +469,7 @@ def rate_accounts(
                       "kWh", np.full(ka.size, credit_rate), -cents(q * credit_rate), trace=(nem_trace, ka))  # fmt: skip
         if has_demand[p]:
             q = np.round(peak_w[accts_p] / 1000.0, 3)
-            d_rate = float(demand_rate[p])
+            d_rate = float(demand_rate[p]) * cycle.charge_share  # a short cycle carries its share of the month's
             lines.add(accts_p, 90, "demand", "demand", "Demand charge, highest 15-min kW", q, "kW",
                       np.full(accts_p.size, d_rate), cents(q * d_rate), trace=(peak_trace, accts_p))  # fmt: skip
     line_table, line_acct, line_cents = lines.table(accounts["account_id"], cycle.cycle_id)

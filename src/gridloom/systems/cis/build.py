@@ -154,6 +154,7 @@ def cis_for_territory(
     *,
     net_metered: npt.ArrayLike | None = None,
     tariffs: Mapping[str, Tariff] | None = None,
+    tariff_shares: Mapping[CustomerClass, Mapping[str, float]] | None = None,
     seed: int = 0,
     since: dt.datetime = DEFAULT_SINCE,
     timezone: str = DEFAULT_TIMEZONE,
@@ -163,8 +164,8 @@ def cis_for_territory(
     local = territory.local_of(territory.customer_index)
     classes = customer_classes_of_profiles(territory.district.customer_profile[local])
     return build_cis(
-        territory.meter_ids(), customer_class=classes, net_metered=net_metered, tariffs=tariffs, seed=seed,
-        since=since, timezone=timezone,
+        territory.meter_ids(), customer_class=classes, net_metered=net_metered, tariffs=tariffs,
+        tariff_shares=tariff_shares, seed=seed, since=since, timezone=timezone,
     )  # fmt: skip
 
 

@@ -1,0 +1,597 @@
+"""The scenario runner: the grid, the fleets and every system of a scenario, on the fabric, for a span of days.
+
+One run:
+
+1. a CA for the run (``OUT/pki``) issues an identity to every actor — one per concentrator, the
+   AMI head-end, the MDMS, the CIS, billing — and the auditor that signs the audit log's head;
+2. the actors attach to one fabric (in-process, or NATS JetStream with ``bus``) whose clock is
+   the simulated clock, so freshness, replay windows and latencies are simulated time;
+3. the physics and the fleets advance step by step (:class:`~gridloom.grid.simulate.Simulation`);
+   each concentrator batch is signed when the concentrator sends it and published when the
+   backhaul delivers it, so the fabric measures the backhaul's delay as DGM-20's latency;
+   the head-end forwards reads and events to the MDMS (AMI-10), which validates and stores them;
+4. the timeline acts between steps (faults are physics and are known up front; firmware faults
+   change the meters; attack drills try the fabric);
+5. at each midnight the meters send their register reads and the MDMS runs its nightly VEE; at
+   the end billing asks the MDMS for the usage of the run over AMI-24 and rates every account;
+6. the run folder gets ``metrics.json``, ``report.html``, the store and the audit log — on
+   Ctrl-C too: a cancelled run stops at the next step, keeps what was stored and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import heapq
+import itertools
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from gridloom.catalog import Catalog, load_catalog
+from gridloom.errors import ScenarioError
+from gridloom.fabric import AuditLog, CertificateAuthority, Endpoint, Fabric, MemoryTransport, Message, TrustStore
+from gridloom.fabric.transports.base import Transport
+from gridloom.grid.connectivity import ConnectivityModel, DeviceKind, build_connectivity
+from gridloom.grid.networks import load_district
+from gridloom.grid.profiles import STEP_S
+from gridloom.grid.simulate import ScheduledFault, Simulation, SimulationConfig, StepResult
+from gridloom.grid.territory import build_territory
+from gridloom.scenario import metrics as run_metrics
+from gridloom.scenario.clock import SimulationClock
+from gridloom.scenario.drills import Captured, run_drill
+from gridloom.scenario.spec import (
+    RANDOM_KINDS,
+    AttackDrillEvent,
+    FaultEvent,
+    MeterFirmwareEvent,
+    Scenario,
+    StormEvent,
+    check_devices,
+)
+from gridloom.store import MeterDataStore, open_store
+from gridloom.store.schema import READS_SCHEMA
+from gridloom.systems.billing import PriceSeries, run_billing
+from gridloom.systems.billing.cycle import BillingCycle
+from gridloom.systems.billing.run import BillingRun, TableReads
+from gridloom.systems.cis import Cis
+from gridloom.systems.cis.build import cis_for_territory
+from gridloom.systems.headend import HeadEnd, HeadEndConfig, MeterNetwork
+from gridloom.systems.headend.field import PreparedBatch, issue_concentrator_identities
+from gridloom.systems.mdms.service import ClosedPeriod, Mdms, MdmsActor, reads_table
+
+_US = 1_000_000
+USAGE_ROWS_PER_REQUEST = 20_000  # keeps each AMI-24 answer well under a NATS message's 1 MB default
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path
+    bus: str | None = None  # nats://host:port for JetStream; None: in-process
+    store: str | None = None  # postgresql://… ; None: OUT/mdms.duckdb
+    realtime: bool = False
+    speed: float = 60.0  # realtime: simulated seconds per wall-clock second
+
+
+@dataclass(frozen=True)
+class Alarm:
+    at: dt.datetime
+    severity: str  # info | warning | critical
+    source: str
+    text: str
+
+
+@dataclass
+class RunProgress:
+    """What a progress display shows after each step."""
+
+    at: dt.datetime
+    step: int
+    total_steps: int
+    delivered: dict[str, int]  # messages per interface
+    rejections: int
+    alarms: list[Alarm]
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict[str, Any]
+    interrupted: bool
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
+
+class FabricClock:
+    """The fabric's simulated clock: it only moves forward, whoever moves it."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self._clock = SimulationClock(start)
+
+    def __call__(self) -> dt.datetime:
+        return self._clock()
+
+    def advance_to(self, at: dt.datetime) -> None:
+        if at > self._clock():
+            self._clock.set(at)
+
+
+@dataclass
+class _Actors:
+    headend: HeadEnd
+    mdms: MdmsActor
+    network: MeterNetwork
+    billing_inbox: asyncio.Queue[Message] | None = None
+    billing_endpoint: Endpoint | None = None
+
+
+@dataclass
+class _Walls:
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextlib.contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] += time.perf_counter() - began
+
+
+class Runner:
+    """Runs one scenario into ``options.out``; see the module docstring."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        options: RunOptions,
+        *,
+        catalog: Catalog | None = None,
+        progress: Callable[[RunProgress], None] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.options = options
+        self.catalog = catalog or load_catalog()
+        self.progress = progress
+        self.walls = _Walls()
+        self.alarms: list[Alarm] = []
+        self.timeline_log: list[dict[str, Any]] = []
+        self.drills: list[dict[str, Any]] = []
+        self.closed_periods: list[ClosedPeriod] = []
+        self.billing: list[BillingRun] = []
+        self.interrupted = False
+        self._pending: list[tuple[int, int, PreparedBatch]] = []  # (arrives_at_us, order, batch) heap
+        self._order = itertools.count()
+        self._captured: Captured | None = None
+
+    # --- the whole run -----------------------------------------------------------------------
+    async def run(self) -> RunResult:
+        began = time.perf_counter()
+        scenario, options = self.scenario, self.options
+        out = options.out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scenario.yaml").write_text(scenario.to_yaml(), encoding="utf-8")
+        with self.walls.timing("setup"):
+            simulation = self._simulation()
+        clock = FabricClock(scenario.time.start)
+        ca = CertificateAuthority.init(out / "pki", name=f"gridloom run {scenario.name}", clock=clock)
+        auditor = ca.issue("auditor", "auditor", clock=clock, validity=self._validity())
+        audit = AuditLog(out / "audit.jsonl", signing_key=auditor.signing_key, clock=clock)
+        store = open_store(options.store or out / "mdms.duckdb")
+        transport = self._transport()
+        try:
+            async with transport:
+                fabric = Fabric(
+                    catalog=self.catalog, transport=transport, trust=TrustStore(ca.certificate), clock=clock,
+                    audit=audit, prefix=self._prefix,
+                )  # fmt: skip
+                actors = await self._start_actors(fabric, ca, clock, simulation, store)
+                cis = cis_for_territory(
+                    simulation.territory,
+                    net_metered=simulation.fleets.meters.net_metered,
+                    tariff_shares=scenario.customers.tariff_shares,
+                    seed=scenario.seed,
+                )
+                try:
+                    await self._simulate(fabric, clock, simulation, actors, ca)
+                except asyncio.CancelledError:
+                    self.interrupted = True
+                    self._alarm(
+                        clock(), "warning", "runner", "run interrupted (Ctrl-C): stopped, keeping what was stored"
+                    )
+                await self._finish_day(fabric, clock, simulation, actors, final=True)
+                if self._runs("billing") and not self.interrupted:
+                    self.billing = await self._bill(fabric, clock, simulation, actors, cis)
+                metrics = self._metrics(fabric, simulation, actors, store, began)
+                await self._stop_actors(fabric, actors)
+        finally:
+            store.close()
+            audit.close()
+        metrics["wall_s"]["total"] = round(time.perf_counter() - began, 3)
+        with self.walls.timing("report"):
+            from gridloom.scenario.report import write_report  # the report's plotting is heavy to import
+
+            write_report(metrics, out / "report.html")
+        metrics["wall_s"]["report"] = round(self.walls.seconds["report"], 3)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=False), encoding="utf-8")
+        return RunResult(out, metrics, self.interrupted)
+
+    # --- set-up ------------------------------------------------------------------------------
+    @property
+    def _prefix(self) -> str:
+        return "gl" if self.options.bus is None else f"gl{self._run_id}"
+
+    @property
+    def _run_id(self) -> str:
+        if not hasattr(self, "_run_id_value"):
+            self._run_id_value = uuid.uuid4().hex[:10]
+        return self._run_id_value
+
+    def _transport(self) -> Transport:
+        if self.options.bus is None:
+            return MemoryTransport()
+        from gridloom.fabric.transports.nats import JetStreamTransport
+
+        return JetStreamTransport(self.options.bus, stream=f"GRIDLOOM_RUN_{self._run_id}", subjects=f"{self._prefix}.>")
+
+    def _validity(self) -> dt.timedelta:
+        return dt.timedelta(days=self.scenario.time.days + 30)
+
+    def _runs(self, system: str) -> bool:
+        return system in self.scenario.systems
+
+    def _simulation(self) -> Simulation:
+        scenario = self.scenario
+        district = load_district(scenario.grid.district)
+        connectivity = build_connectivity(district)
+        check_devices(scenario, district=district, connectivity=connectivity)
+        replicas = build_territory(district, scenario.grid.customers).replicas
+        self.faults = plan_faults(scenario, connectivity, replicas)
+        return Simulation(
+            self.simulation_config(), district=district, connectivity=connectivity, realtime=self.options.realtime,
+            speed=self.options.speed,
+        )  # fmt: skip
+
+    def simulation_config(self) -> SimulationConfig:
+        """The physics and fleets of the scenario (faults as planned by :meth:`_simulation`)."""
+        scenario = self.scenario
+        return SimulationConfig(
+            district=scenario.grid.district,
+            customers=scenario.grid.customers,
+            days=scenario.time.days,
+            start_at=scenario.time.start,
+            seed=scenario.seed,
+            ev_share=scenario.customers.ev_share,
+            battery_share=scenario.customers.battery_share,
+            comm=scenario.comm_config(),
+            faults=tuple(self.faults),
+        )
+
+    async def _start_actors(
+        self, fabric: Fabric, ca: CertificateAuthority, clock: FabricClock, simulation: Simulation,
+        store: MeterDataStore,
+    ) -> _Actors:  # fmt: skip
+        catalog, validity = self.catalog, self._validity()
+        fleets = simulation.fleets
+
+        def issue(role: str, instance: str) -> Any:  # noqa: ANN401 - an Identity
+            return ca.issue(role, instance, catalog=catalog, clock=clock, validity=validity, save=False)
+
+        with self.walls.timing("ami_headend"):
+            headend = await HeadEnd.attach(
+                fabric, issue("ami_headend", "headend-1"), config=HeadEndConfig(sweep_interval_s=None)
+            )
+        with self.walls.timing("mdms"):
+            meters = fleets.meters
+            core = Mdms(
+                store,
+                clock=clock,
+                net_metered=dict(zip(meters.meter_id.tolist(), meters.net_metered.tolist(), strict=True)),
+            )
+            mdms = await MdmsActor.attach(fabric, issue("mdms", "mdms-1"), core)
+        with self.walls.timing("fabric"):
+            network = MeterNetwork(meters, fleets.concentrators, headend=headend.instance, clock=clock)
+            identities = issue_concentrator_identities(ca, fleets.concentrators, catalog=catalog, clock=clock)
+            await network.attach(fabric, identities)
+            headend.register_meters(network.routes())
+        actors = _Actors(headend, mdms, network)
+        if self._runs("billing"):
+            inbox: asyncio.Queue[Message] = asyncio.Queue()
+
+            async def keep(message: Message) -> None:
+                await inbox.put(message)
+
+            actors.billing_inbox = inbox
+            actors.billing_endpoint = await fabric.attach(issue("billing", "billing-1"), keep)
+        return actors
+
+    async def _stop_actors(self, fabric: Fabric, actors: _Actors) -> None:
+        await actors.network.close()
+        await actors.headend.close()
+        await fabric.close()
+
+    # --- the simulated days ------------------------------------------------------------------
+    async def _simulate(
+        self, fabric: Fabric, clock: FabricClock, simulation: Simulation, actors: _Actors, ca: CertificateAuthority
+    ) -> None:
+        timeline = [
+            (at, event)
+            for at, event in self.scenario.schedule()
+            if isinstance(event, MeterFirmwareEvent | AttackDrillEvent)
+        ]
+        done_faults = False
+        steps = simulation.steps()
+        total = simulation.total_steps
+        step_no = 0
+        while True:
+            with self.walls.timing("physics"):
+                step = next(steps, None)
+            if step is None:
+                break
+            step_no += 1
+            if not done_faults:
+                self._log_faults(simulation)
+                done_faults = True
+            await self._deliver_until(fabric, clock, actors, step.end)
+            clock.advance_to(step.end)
+            with self.walls.timing("fabric"):
+                self._queue(actors.network.prepare([*step.collection.event_batches, *step.collection.read_batches]))
+            if step.end.hour == 0 and step.end.minute == 0 and step_no < total:
+                await self._finish_day(fabric, clock, simulation, actors, final=False)
+            # Timeline actions due before the next interval begins.
+            while timeline and timeline[0][0] <= step.end:
+                at, event = timeline.pop(0)
+                await self._act(at, event, fabric, clock, simulation, actors, ca)
+            self._report_progress(fabric, step, step_no, total)
+            await asyncio.sleep(0)  # a cancellation (Ctrl-C) lands here, between steps
+
+    def _queue(self, prepared: list[PreparedBatch]) -> None:
+        for batch in prepared:
+            heapq.heappush(self._pending, (batch.arrives_at_us, next(self._order), batch))
+
+    async def _deliver_until(self, fabric: Fabric, clock: FabricClock, actors: _Actors, until: dt.datetime) -> None:
+        """Publish every batch that reaches the head-end before ``until``, at its own arrival time."""
+        limit = round(until.timestamp() * _US)
+        pending = self._pending
+        while pending and pending[0][0] <= limit:
+            arrives_us, _, batch = heapq.heappop(pending)
+            clock.advance_to(dt.datetime.fromtimestamp(arrives_us / _US, dt.UTC))
+            with self.walls.timing("fabric"):
+                await actors.network.deliver([batch])
+                await fabric.transport.drain()
+            subject, frame, _ = batch.built[0]
+            self._captured = Captured(subject, frame)  # what an attacker on the backhaul could have kept
+
+    async def _finish_day(
+        self, fabric: Fabric, clock: FabricClock, simulation: Simulation, actors: _Actors, *, final: bool
+    ) -> None:
+        """Midnight (or the end): late batches in, register reads, the MDMS's nightly VEE of the day."""
+        now = clock()
+        if final:  # everything still on its way arrives
+            await self._deliver_until(fabric, clock, actors, dt.datetime.max.replace(tzinfo=dt.UTC))
+        day_end = simulation.fleets.meters.measured_until or now
+        with self.walls.timing("fabric"):
+            await actors.network.send_register_reads(day_end)
+            await fabric.transport.drain()
+        with self.walls.timing("mdms"):
+            flush = getattr(actors.mdms, "flush", None)  # TODO: the MDMS's ingest buffer (issue 6)
+            if flush is not None:
+                await flush()
+            day_start = max(self.scenario.time.start, day_end - dt.timedelta(days=1))
+            if final and self.closed_periods:
+                day_start = max(day_start, self.closed_periods[-1].end)
+            if day_end > day_start:
+                closed = actors.mdms.core.close_period(day_start, day_end, simulation.fleets.meters.meter_id.tolist())
+                self.closed_periods.append(closed)
+                self._vee_alarms(clock(), closed)
+
+    async def _act(
+        self, at: dt.datetime, action: MeterFirmwareEvent | AttackDrillEvent, fabric: Fabric, clock: FabricClock,
+        simulation: Simulation, actors: _Actors, ca: CertificateAuthority,
+    ) -> None:  # fmt: skip
+        """A timeline event between two steps: it takes effect from the next interval on."""
+        meters = simulation.fleets.meters
+        if isinstance(action, MeterFirmwareEvent):
+            rng = np.random.default_rng([self.scenario.seed, 7, len(self.timeline_log)])
+            affected = np.flatnonzero(rng.random(meters.n) < action.share)
+            if action.problem == "clock_jump":
+                seconds = float(action.seconds or 0.0)
+                meters.firmware_clock_jump(affected, seconds)
+                detail = f"{affected.size} meters' clocks jump {seconds:+.0f} s"
+            else:
+                duration = float(action.duration or 0.0)
+                meters.firmware_silence(affected, at + dt.timedelta(seconds=duration))
+                detail = f"{affected.size} meters stop sending reads for {duration / 3600:.1f} h"
+            self._log(at, action.kind, detail)
+            self._alarm(at, "info", "scenario", f"meter firmware problem: {detail}")
+        else:
+            clock.advance_to(at)
+            with self.walls.timing("drills"):
+                results = await run_drill(
+                    fabric, ca, self.catalog, attacks=action.attacks, headend=actors.headend.instance,
+                    network=actors.network, captured=self._captured, validity=self._validity(),
+                )  # fmt: skip
+            for result in results:
+                self.drills.append({"at": at.isoformat(), **result.as_dict()})
+            passed = sum(r.passed for r in results)
+            self._log(at, action.kind, f"{len(results)} attacks, {passed} refused as expected")
+            severity = "info" if passed == len(results) else "critical"
+            self._alarm(at, severity, "fabric", f"attack drill: {passed} of {len(results)} attacks refused")
+
+    def _log_faults(self, simulation: Simulation) -> None:
+        for result in simulation.summary.faults:
+            fault = result.fault
+            device = str(simulation.connectivity.device_id[fault.device])
+            kind = "permanent" if fault.permanent else "temporary"
+            self._log(fault.at, "fault", f"{kind} fault below {device} (substation {fault.replica})")
+            gaps = result.interruptions.of_territory(simulation.district.n_customers, simulation.summary.customers)
+            customers = int(np.unique(gaps.territory_index(simulation.district.n_customers)[~gaps.momentary]).size)
+            if customers:
+                self._alarm(fault.at, "warning", "grid", f"{device} operated: {customers} customers out")
+
+    def _vee_alarms(self, at: dt.datetime, closed: ClosedPeriod) -> None:
+        drift = int(closed.flagged.get("clock_drift", 0))
+        if drift:
+            self._alarm(at, "warning", "mdms", f"VEE: {drift} reads with meter clocks off (clock_drift)")
+        if closed.unestimated:
+            self._alarm(at, "warning", "mdms", f"VEE: {closed.unestimated} intervals could not be estimated")
+
+    def _log(self, at: dt.datetime, kind: str, detail: str) -> None:
+        self.timeline_log.append({"at": at.isoformat(), "kind": kind, "detail": detail})
+
+    def _alarm(self, at: dt.datetime, severity: str, source: str, text: str) -> None:
+        self.alarms.append(Alarm(at, severity, source, text))
+
+    def _report_progress(self, fabric: Fabric, step: StepResult, step_no: int, total: int) -> None:
+        if self.progress is None:
+            return
+        snapshot = fabric.stats.snapshot()
+        self.progress(
+            RunProgress(
+                at=step.end,
+                step=step_no,
+                total_steps=total,
+                delivered={row["interface"]: row["delivered"] for row in snapshot if row["delivered"]},
+                rejections=sum(fabric.stats.total_rejections().values()),
+                alarms=self.alarms,
+            )
+        )
+
+    # --- billing over AMI-24 -------------------------------------------------------------------
+    async def _bill(
+        self, fabric: Fabric, clock: FabricClock, simulation: Simulation, actors: _Actors, cis: Cis
+    ) -> list[BillingRun]:
+        """Billing asks the MDMS for the run's usage (AMI-24, encrypted) and rates the cycles covering the run:
+        local months, and short cycles carrying their share of the monthly charges where the run starts or ends."""
+        start, end = self.scenario.time.start, simulation.fleets.meters.measured_until or self.scenario.time.start
+        meter_ids = simulation.fleets.meters.meter_id.tolist()
+        per_request = max(1, USAGE_ROWS_PER_REQUEST // max(1, round((end - start).total_seconds() / STEP_S)))
+        parts = []
+        with self.walls.timing("billing"):
+            endpoint, inbox = actors.billing_endpoint, actors.billing_inbox
+            if endpoint is None or inbox is None:
+                raise ScenarioError("billing runs only with its actor started (systems: billing)")
+            for n, lo in enumerate(range(0, len(meter_ids), per_request)):
+                await endpoint.send(
+                    "AMI-24", "usage_request",
+                    {"request_id": f"bill-{n}", "meter_ids": meter_ids[lo : lo + per_request],
+                     "start_us": round(start.timestamp() * _US), "end_us": round(end.timestamp() * _US)},
+                    to=actors.mdms.endpoint.instance if actors.mdms.endpoint else "mdms-1",
+                )  # fmt: skip
+                await fabric.transport.drain()
+                answer = await asyncio.wait_for(inbox.get(), timeout=60)
+                parts.append(_usage_table(answer.body))
+            usage = pa.concat_tables(parts) if parts else READS_SCHEMA.empty_table()
+            prices = _price_proxy(simulation)
+            return [
+                run_billing(cis, TableReads(usage), cycle=cycle, prices=prices, min_coverage=0.95)
+                for cycle in BillingCycle.covering(start, end, timezone=cis.timezone)
+            ]
+
+    # --- metrics -----------------------------------------------------------------------------
+    def _metrics(
+        self, fabric: Fabric, simulation: Simulation, actors: _Actors, store: MeterDataStore, began: float
+    ) -> dict[str, Any]:
+        walls = dict(self.walls.seconds)
+        sim_seconds = simulation.summary.seconds
+        walls["physics"] = (
+            walls.get("physics", 0.0) - sim_seconds.get("meters and comms", 0.0) - sim_seconds.get("fleets", 0.0)
+        )
+        walls["fleets"] = sim_seconds.get("meters and comms", 0.0) + sim_seconds.get("fleets", 0.0)
+        return run_metrics.build(
+            scenario=self.scenario,
+            status="interrupted" if self.interrupted else "completed",
+            simulation=simulation,
+            fabric=fabric,
+            catalog=self.catalog,
+            mdms=actors.mdms,
+            network=actors.network,
+            closed=self.closed_periods,
+            billing=self.billing,
+            timeline=self.timeline_log,
+            drills=self.drills,
+            alarms=[
+                {"at": a.at.isoformat(), "severity": a.severity, "source": a.source, "text": a.text}
+                for a in sorted(self.alarms, key=lambda a: a.at)
+            ],
+            wall_s={k: round(v, 3) for k, v in walls.items()},
+        )
+
+
+STORM_DEVICE_KINDS = (DeviceKind.FUSE, DeviceKind.FUSE, DeviceKind.SERVICE_TRANSFORMER, DeviceKind.RECLOSER)
+STORM_REPAIR_S = (3600.0, 4 * 3600.0)  # crews repair each permanent storm fault within 1-4 h
+
+
+def plan_faults(scenario: Scenario, connectivity: ConnectivityModel, replicas: int) -> list[ScheduledFault]:
+    """The faults of the timeline, random devices and storms drawn with the scenario's seed."""
+    rng = np.random.default_rng([scenario.seed, 11])
+    faults = []
+    for at, event in scenario.schedule():
+        if isinstance(event, FaultEvent):
+            device = event.device
+            if device is None:
+                candidates = connectivity.devices_of_kind(RANDOM_KINDS[str(event.random)])
+                device = str(connectivity.device_id[rng.choice(candidates)])
+            faults.append(ScheduledFault(at=at, device=device, replica=event.substation,
+                                         permanent=not event.temporary, repair_after_s=event.repair))  # fmt: skip
+        elif isinstance(event, StormEvent):
+            offsets = np.sort(rng.uniform(0, event.duration, event.faults))
+            for offset in offsets:
+                kind = STORM_DEVICE_KINDS[rng.integers(len(STORM_DEVICE_KINDS))]
+                device = str(connectivity.device_id[rng.choice(connectivity.devices_of_kind(kind))])
+                permanent = bool(rng.random() >= event.temporary_share)
+                repair = float(rng.uniform(*STORM_REPAIR_S)) if permanent else None
+                faults.append(
+                    ScheduledFault(at=at + dt.timedelta(seconds=round(float(offset))), device=device,
+                                   replica=int(rng.integers(replicas)), permanent=permanent, repair_after_s=repair)
+                )  # fmt: skip
+    return faults
+
+
+def _usage_table(body: dict[str, Any]) -> pa.Table:
+    """An AMI-24 answer as reads (current versions, as the MDMS sent them)."""
+    n = len(body["meter_id"])
+    records = {**body, "reactive_varh": [0.0] * n, "voltage_v": [0.0] * n}
+    table = reads_table(records, recorded_at=dt.datetime.now(dt.UTC))
+    return table.set_column(
+        table.schema.get_field_index("version"), "version", pa.array(body["version"], pa.int32())
+    ).set_column(table.schema.get_field_index("source"), "source", pa.array(body["source"], pa.string()))
+
+
+def _price_proxy(simulation: Simulation) -> PriceSeries:
+    """Hourly prices for real-time tariffs until a market clears them: 5-15 ct/kWh following the
+    territory's own load (the marginal price rises with demand)."""
+    summary = simulation.summary
+    load = np.asarray(summary.substation_p_w) + np.asarray(summary.generation_mv_p_w)
+    if not load.size:
+        return PriceSeries.from_pairs([])
+    hours = load[: load.size // 4 * 4].reshape(-1, 4).mean(axis=1) if load.size >= 4 else load
+    span = max(float(hours.max() - hours.min()), 1.0)
+    prices = 0.05 + 0.10 * (hours - hours.min()) / span
+    start = summary.step_at[0]
+    return PriceSeries.from_pairs(
+        [(start + dt.timedelta(hours=h), float(Decimal(f"{p:.4f}"))) for h, p in enumerate(prices)]
+    )
+
+
+async def run_scenario(
+    scenario: Scenario,
+    options: RunOptions,
+    *,
+    catalog: Catalog | None = None,
+    progress: Callable[[RunProgress], None] | None = None,
+) -> RunResult:
+    """Run ``scenario`` into ``options.out`` (see :class:`Runner`)."""
+    return await Runner(scenario, options, catalog=catalog, progress=progress).run()
