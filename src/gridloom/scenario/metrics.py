@@ -135,6 +135,7 @@ def ami_metrics(
         "concentrators": len(simulation.fleets.concentrators.concentrator_id),
         "reads_expected": expected,
         "reads_withheld_by_firmware": meters.reads_withheld,
+        "reads_without_supply": expected - summary.reads_offered - meters.reads_withheld,  # dead meters read nothing
         "reads_offered": summary.reads_offered,
         "reads_delivered": summary.reads_delivered,
         "reads_lost_in_field": summary.reads_offered - summary.reads_delivered,

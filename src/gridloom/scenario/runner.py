@@ -180,11 +180,11 @@ class Runner:
     async def run(self) -> RunResult:
         began = time.perf_counter()
         scenario, options = self.scenario, self.options
+        with self.walls.timing("setup"):
+            simulation = self._simulation()  # checks the scenario's devices before anything is written
         out = options.out
         out.mkdir(parents=True, exist_ok=True)
         (out / "scenario.yaml").write_text(scenario.to_yaml(), encoding="utf-8")
-        with self.walls.timing("setup"):
-            simulation = self._simulation()
         clock = FabricClock(scenario.time.start)
         ca = CertificateAuthority.init(out / "pki", name=f"gridloom run {scenario.name}", clock=clock)
         auditor = ca.issue("auditor", "auditor", clock=clock, validity=self._validity())

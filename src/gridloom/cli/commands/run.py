@@ -17,7 +17,7 @@ from rich.table import Table
 
 from gridloom.cli.errors import user_errors
 from gridloom.scenario.runner import RunOptions, RunProgress, RunResult, run_scenario
-from gridloom.scenario.spec import check_devices, default_scenario, load_scenario
+from gridloom.scenario.spec import default_scenario, load_scenario
 
 console = Console()
 
@@ -73,7 +73,6 @@ def run(
     with user_errors():
         scenario = load_scenario(scenario_file) if scenario_file is not None else default_scenario()
         scenario = scenario.with_overrides(customers=customers, days=days, seed=seed)
-        check_devices(scenario)
         folder = out or Path("runs") / f"{scenario.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
         if folder.exists() and any(folder.iterdir()):
             raise typer.BadParameter(f"{folder} is not empty; choose another --out")
