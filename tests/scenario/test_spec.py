@@ -205,6 +205,7 @@ def test_bad_durations_say_how_to_write_one(bad: object) -> None:
         ),
         pytest.param("systems: [mdms]\n", 1, "systems[0]", "mdms needs ami_headend", id="mdms needs head-end"),
         pytest.param("systems: [customer]\n", 1, "systems[0]", "not a system gridloom runs", id="not a system"),
+        pytest.param("systems: [ami_headend]\n", 1, "systems", "the meters report to ami_headend and mdms", id="core"),
         pytest.param(
             "timeline:\n  - at: '17:00'\n    kind: demand_response\n",
             3,

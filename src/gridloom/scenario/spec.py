@@ -61,6 +61,8 @@ Loc = tuple[str | int, ...]
 #: Systems the runner can run (catalog actor ids), and what each needs beside it.
 IMPLEMENTED_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms", "cis", "billing")
 SYSTEM_NEEDS: dict[str, tuple[str, ...]] = {"mdms": ("ami_headend",), "billing": ("mdms", "cis")}
+#: The field network always runs, and its meters report through these.
+CORE_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms")
 #: Catalogued systems that are planned, with the issue that builds them.
 PLANNED_SYSTEMS: dict[str, int] = {"oms": 7, "lms": 8}
 ATTACKS: tuple[str, ...] = ("replay", "tampered", "forged_identity", "unauthorised_command", "disconnect_flood")
@@ -498,6 +500,9 @@ class Scenario(_Model):
             missing = [need for need in SYSTEM_NEEDS.get(actor, ()) if need not in ids]
             if missing:
                 problems.append(((i,), f"{actor} needs {' and '.join(SYSTEM_NEEDS[actor])}: add {', '.join(missing)}"))
+        core_missing = [core for core in CORE_SYSTEMS if core not in ids]
+        if core_missing and not problems:
+            problems.append(((), f"the meters report to {' and '.join(CORE_SYSTEMS)}: add {', '.join(core_missing)}"))
         if problems:
             raise _Problems(problems)
         return tuple(ids)
