@@ -198,12 +198,6 @@ class Runner:
                     audit=audit, prefix=self._prefix,
                 )  # fmt: skip
                 actors = await self._start_actors(fabric, ca, clock, simulation, store)
-                cis = cis_for_territory(
-                    simulation.territory,
-                    net_metered=simulation.fleets.meters.net_metered,
-                    tariff_shares=scenario.customers.tariff_shares,
-                    seed=scenario.seed,
-                )
                 try:
                     await self._simulate(fabric, clock, simulation, actors, ca)
                 except asyncio.CancelledError:
@@ -213,7 +207,7 @@ class Runner:
                     )
                 await self._finish_day(fabric, clock, simulation, actors, final=True)
                 if self._runs("billing") and not self.interrupted:
-                    self.billing = await self._bill(fabric, clock, simulation, actors, cis)
+                    self.billing = await self._bill(fabric, clock, simulation, actors, self._cis(simulation))
                 metrics = self._metrics(fabric, simulation, actors, store, began)
                 await self._stop_actors(fabric, actors)
         finally:
@@ -277,6 +271,15 @@ class Runner:
             battery_share=scenario.customers.battery_share,
             comm=scenario.comm_config(),
             faults=tuple(self.faults),
+        )
+
+    def _cis(self, simulation: Simulation) -> Cis:
+        """The CIS of the territory: its customers, accounts, meters and tariffs (PV owners in net metering)."""
+        return cis_for_territory(
+            simulation.territory,
+            net_metered=simulation.fleets.meters.net_metered,
+            tariff_shares=self.scenario.customers.tariff_shares,
+            seed=self.scenario.seed,
         )
 
     async def _start_actors(
@@ -386,9 +389,7 @@ class Runner:
             await actors.network.send_register_reads(day_end)
             await fabric.transport.drain()
         with self.walls.timing("mdms"):
-            flush = getattr(actors.mdms, "flush", None)  # TODO: the MDMS's ingest buffer (issue 6)
-            if flush is not None:
-                await flush()
+            await actors.mdms.flush()
             day_start = max(self.scenario.time.start, day_end - dt.timedelta(days=1))
             if final and self.closed_periods:
                 day_start = max(day_start, self.closed_periods[-1].end)

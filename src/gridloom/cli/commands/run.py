@@ -46,7 +46,7 @@ class _Display:
         alarms = Table(title="alarms", show_edge=False, pad_edge=False)
         alarms.add_column("at")
         alarms.add_column("alarm")
-        for alarm in progress.alarms[-4:]:
+        for alarm in sorted(progress.alarms, key=lambda a: a.at)[-4:]:
             colour = {"critical": "red", "warning": "yellow"}.get(alarm.severity, "cyan")
             alarms.add_row(f"{alarm.at:%H:%M}", f"[{colour}]{alarm.source}: {alarm.text}[/]")
         self.live.update(Group(self.bar, traffic, alarms))
@@ -93,6 +93,7 @@ def run(
 
 
 def _print_result(result: RunResult) -> None:
+    console.print()
     m: dict[str, Any] = result.metrics
     grid, ami, vee, outages = m["grid"], m["ami"], m["vee"], m["outages"]
     table = Table(title=f"{m['scenario']['name']} — {m['status']} at {m['sim']['end']}")
