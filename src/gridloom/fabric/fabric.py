@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -297,7 +298,9 @@ class Endpoint:
             return
         if message.kind.audited and fabric.audit is not None:
             fabric.audit.append(self._audit_entry(envelope, "accepted", data))
+        began = time.perf_counter()
         await self._handler(message)  # raising here leaves the frame unacknowledged: redelivered
+        fabric.stats.handler_seconds[self.role] += time.perf_counter() - began
         self._replay.record(envelope.source, envelope.sequence)
         stats = fabric.stats[envelope.interface]
         stats.delivered += 1

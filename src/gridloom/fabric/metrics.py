@@ -7,7 +7,7 @@ percentiles are computed when asked.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,8 @@ class FabricStats:
     def __init__(self, required: dict[str, float | None]) -> None:
         self._required = required
         self._stats: dict[str, InterfaceStats] = {}
+        # Wall seconds spent in each receiving role's handlers (what the systems cost, apart from the fabric).
+        self.handler_seconds: defaultdict[str, float] = defaultdict(float)
 
     def __getitem__(self, interface: str) -> InterfaceStats:
         stats = self._stats.get(interface)
