@@ -279,7 +279,9 @@ def interface_rows(fabric: Fabric, catalog: Catalog) -> list[dict[str, Any]]:
         except Exception:  # noqa: BLE001 - "(unknown)": frames that named no catalogued interface
             rows.append({**row, "title": "not a catalogued interface", "from": "", "to": "", "timing": ""})
             continue
-        flow = interface.flows[0] if interface.flows else None
+        # The direction gridloom's traffic takes (its first declared message), else the seed's first flow.
+        declared = catalog.declared_for(iface_id)
+        flow = declared[0] if declared else (interface.flows[0] if interface.flows else None)
         timing = "; ".join(dict.fromkeys(f.timing.statement for f in interface.flows if f.timing.statement))
         latency = {k: (_r(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k.startswith("latency")}
         rows.append(
