@@ -71,7 +71,8 @@ from gridloom.systems.headend.field import PreparedBatch, issue_concentrator_ide
 from gridloom.systems.mdms.service import ClosedPeriod, Mdms, MdmsActor, reads_table
 
 _US = 1_000_000
-USAGE_ROWS_PER_REQUEST = 20_000  # keeps each AMI-24 answer well under a NATS message's 1 MB default
+USAGE_ROWS_PER_REQUEST = 500_000  # per AMI-24 answer; fewer where the transport limits a frame's size
+USAGE_BYTES_PER_ROW = 100  # an answer's encoded size per row, with room to spare
 
 
 @dataclass(frozen=True)
@@ -490,7 +491,10 @@ class Runner:
         local months, and short cycles carrying their share of the monthly charges where the run starts or ends."""
         start, end = self.scenario.time.start, simulation.fleets.meters.measured_until or self.scenario.time.start
         meter_ids = simulation.fleets.meters.meter_id.tolist()
-        per_request = max(1, USAGE_ROWS_PER_REQUEST // max(1, round((end - start).total_seconds() / STEP_S)))
+        rows = USAGE_ROWS_PER_REQUEST
+        if (limit := fabric.transport.max_payload_bytes) is not None:
+            rows = min(rows, limit // 2 // USAGE_BYTES_PER_ROW)  # half: the envelope, sealing and signature
+        per_request = max(1, rows // max(1, round((end - start).total_seconds() / STEP_S)))
         parts = []
         with self.walls.timing("billing"):
             endpoint, inbox = actors.billing_endpoint, actors.billing_inbox

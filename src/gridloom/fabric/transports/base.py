@@ -36,6 +36,7 @@ class Transport(ABC):
     """Moves frames between subjects; use as ``async with transport: ...``."""
 
     name: str = "transport"
+    max_payload_bytes: int | None = None  # the largest frame the transport carries (None: no limit)
 
     @abstractmethod
     async def start(self) -> None: ...

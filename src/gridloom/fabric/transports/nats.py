@@ -352,6 +352,7 @@ class JetStreamTransport(Transport):
                 f"cannot reach the NATS server at {self.url} ({cause}); start it with JetStream "
                 f"enabled ('nats-server -js') or pass the right address with --bus"
             ) from exc
+        self.max_payload_bytes = nc.max_payload  # the server's limit (1 MB by default)
         # Once connected, ride out a server restart instead of failing on the first drop.
         nc.options["max_reconnect_attempts"] = self.reconnect_attempts
         nc.options["reconnect_time_wait"] = self.reconnect_wait_s
