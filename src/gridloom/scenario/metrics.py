@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from gridloom.catalog import Catalog, InterfaceStatus
 from gridloom.grid.connectivity import DeviceKind
 from gridloom.grid.profiles import STEP_S
-from gridloom.grid.protection import ProtectionResult
+from gridloom.grid.protection import OperationKind, ProtectionResult
 from gridloom.grid.simulate import VOLTAGE_BINS_PU, VOLTAGE_LIMITS_PU, Simulation
 from gridloom.systems.cis.tariffs import DEFAULT_CURRENCY
 
@@ -250,10 +250,13 @@ def _outage_row(
     lasting = ~gaps.momentary
     stop = np.where(gaps.end_us < 0, end_us, np.minimum(gaps.end_us, end_us))
     minutes = float(((stop - gaps.start_us)[lasting]).clip(min=0).sum()) / 60 / _US
-    restored = bool(
-        len(gaps) == 0 or ((gaps.end_us[lasting] >= 0).all() and gaps.end_us[lasting].max(initial=0) <= end_us)
-    )
-    last = int(gaps.end_us[lasting].max(initial=-1)) if lasting.any() else -1
+    sustained = bool(lasting.any())
+    if sustained:  # restored when every sustained interruption ended within the run
+        ends = gaps.end_us[lasting]
+        last = int(ends.max()) if (ends >= 0).all() and ends.max() <= end_us else -1
+    else:  # no served customer lost supply for long: restored when the protection last closed (reclose, repair)
+        closes = [op.at for op in result.operations if op.kind is OperationKind.CLOSE]
+        last = round(max(closes).timestamp() * _US) if closes and max(closes).timestamp() * _US <= end_us else -1
     device = int(result.isolating_device if result.isolating_device >= 0 else result.clearing_device)
     return {
         "device": str(device_id[fault.device]),
@@ -262,11 +265,11 @@ def _outage_row(
         "substation": fault.replica,
         "cause": "permanent fault" if fault.permanent else "temporary fault",
         "start": fault.at.isoformat(),
-        "end": dt.datetime.fromtimestamp(last / _US, dt.UTC).isoformat() if restored and last >= 0 else None,
+        "end": dt.datetime.fromtimestamp(last / _US, dt.UTC).isoformat() if last >= 0 else None,
         "customers": int(np.unique(gaps.territory_index(n_district)[lasting]).size),
         "customer_minutes": _r(minutes, 1),
         "momentary_interruptions": int(np.count_nonzero(gaps.momentary)),
-        "momentary": not lasting.any(),
+        "momentary": bool(gaps.momentary.any()) and not sustained,
     }
 
 

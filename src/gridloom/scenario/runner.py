@@ -569,7 +569,8 @@ def plan_faults(scenario: Scenario, connectivity: ConnectivityModel, replicas: i
                 kind = STORM_DEVICE_KINDS[rng.integers(len(STORM_DEVICE_KINDS))]
                 device = str(connectivity.device_id[rng.choice(connectivity.devices_of_kind(kind))])
                 permanent = bool(rng.random() >= event.temporary_share)
-                repair = float(rng.uniform(*STORM_REPAIR_S)) if permanent else None
+                # a temporary fault below a fuse still blows it: crews replace it like any repair
+                repair = float(rng.uniform(*STORM_REPAIR_S))
                 faults.append(
                     ScheduledFault(at=at + dt.timedelta(seconds=round(float(offset))), device=device,
                                    replica=int(rng.integers(replicas)), permanent=permanent, repair_after_s=repair)
