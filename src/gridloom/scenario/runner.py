@@ -265,7 +265,7 @@ class Runner:
         connectivity = build_connectivity(district)
         check_devices(scenario, district=district, connectivity=connectivity)
         replicas = build_territory(district, scenario.grid.customers).replicas
-        self.faults = plan_faults(scenario, connectivity, replicas)
+        self.faults = plan_faults(scenario, connectivity, replicas, district.n_customers)
         return Simulation(
             self.simulation_config(), district=district, connectivity=connectivity, realtime=self.options.realtime,
             speed=self.options.speed,
@@ -551,9 +551,16 @@ STORM_DEVICE_KINDS = (DeviceKind.FUSE, DeviceKind.FUSE, DeviceKind.SERVICE_TRANS
 STORM_REPAIR_S = (3600.0, 4 * 3600.0)  # crews repair each permanent storm fault within 1-4 h
 
 
-def plan_faults(scenario: Scenario, connectivity: ConnectivityModel, replicas: int) -> list[ScheduledFault]:
-    """The faults of the timeline, random devices and storms drawn with the scenario's seed."""
+def plan_faults(
+    scenario: Scenario, connectivity: ConnectivityModel, replicas: int, n_district: int
+) -> list[ScheduledFault]:
+    """The faults of the timeline, random devices and storms drawn with the scenario's seed.
+
+    A storm strikes devices with served customers below them (the last substation of a territory
+    may serve only part of its district).
+    """
     rng = np.random.default_rng([scenario.seed, 11])
+    customers = scenario.grid.customers
     faults = []
     for at, event in scenario.schedule():
         if isinstance(event, FaultEvent):
@@ -566,14 +573,20 @@ def plan_faults(scenario: Scenario, connectivity: ConnectivityModel, replicas: i
         elif isinstance(event, StormEvent):
             offsets = np.sort(rng.uniform(0, event.duration, event.faults))
             for offset in offsets:
+                replica = int(rng.integers(replicas))
+                served = min(n_district, customers - replica * n_district)  # local customers 0..served-1
                 kind = STORM_DEVICE_KINDS[rng.integers(len(STORM_DEVICE_KINDS))]
-                device = str(connectivity.device_id[rng.choice(connectivity.devices_of_kind(kind))])
+                struck = [
+                    d for d in connectivity.devices_of_kind(kind)
+                    if connectivity.downstream_customers(d).size and connectivity.downstream_customers(d)[0] < served
+                ]  # fmt: skip
+                device = str(connectivity.device_id[rng.choice(struck)])
                 permanent = bool(rng.random() >= event.temporary_share)
                 # a temporary fault below a fuse still blows it: crews replace it like any repair
                 repair = float(rng.uniform(*STORM_REPAIR_S))
                 faults.append(
                     ScheduledFault(at=at + dt.timedelta(seconds=round(float(offset))), device=device,
-                                   replica=int(rng.integers(replicas)), permanent=permanent, repair_after_s=repair)
+                                   replica=replica, permanent=permanent, repair_after_s=repair)
                 )  # fmt: skip
     return faults
 
