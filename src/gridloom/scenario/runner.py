@@ -40,7 +40,16 @@ import pyarrow as pa
 
 from gridloom.catalog import Catalog, load_catalog
 from gridloom.errors import ScenarioError
-from gridloom.fabric import AuditLog, CertificateAuthority, Endpoint, Fabric, MemoryTransport, Message, TrustStore
+from gridloom.fabric import (
+    AuditLog,
+    CertificateAuthority,
+    Endpoint,
+    Fabric,
+    Identity,
+    MemoryTransport,
+    Message,
+    TrustStore,
+)
 from gridloom.fabric.transports.base import Transport
 from gridloom.grid.connectivity import ConnectivityModel, DeviceKind, build_connectivity
 from gridloom.grid.networks import load_district
@@ -187,6 +196,8 @@ class Runner:
         self._pending: list[tuple[int, int, PreparedBatch]] = []  # (arrives_at_us, order, batch) heap
         self._order = itertools.count()
         self._captured: Captured | None = None
+        self.run_id = uuid.uuid4().hex[:10]
+        self.faults: list[ScheduledFault] = []
 
     # --- the whole run -----------------------------------------------------------------------
     async def run(self) -> RunResult:
@@ -220,8 +231,8 @@ class Runner:
                     )
                 await self._finish_day(fabric, clock, simulation, actors, final=True)
                 if self._runs("billing") and not self.interrupted:
-                    self.billing = await self._bill(fabric, clock, simulation, actors, self._cis(simulation))
-                metrics = self._metrics(fabric, simulation, actors, store, began)
+                    self.billing = await self._bill(fabric, simulation, actors, self._cis(simulation))
+                metrics = self._metrics(fabric, simulation, actors)
                 await self._stop_actors(fabric, actors)
         finally:
             store.close()
@@ -238,20 +249,15 @@ class Runner:
     # --- set-up ------------------------------------------------------------------------------
     @property
     def _prefix(self) -> str:
-        return "gl" if self.options.bus is None else f"gl{self._run_id}"
-
-    @property
-    def _run_id(self) -> str:
-        if not hasattr(self, "_run_id_value"):
-            self._run_id_value = uuid.uuid4().hex[:10]
-        return self._run_id_value
+        """Subjects of this run: on a shared NATS server, runs must not see each other's messages."""
+        return "gl" if self.options.bus is None else f"gl{self.run_id}"
 
     def _transport(self) -> Transport:
         if self.options.bus is None:
             return MemoryTransport()
         from gridloom.fabric.transports.nats import JetStreamTransport
 
-        return JetStreamTransport(self.options.bus, stream=f"GRIDLOOM_RUN_{self._run_id}", subjects=f"{self._prefix}.>")
+        return JetStreamTransport(self.options.bus, stream=f"GRIDLOOM_RUN_{self.run_id}", subjects=f"{self._prefix}.>")
 
     def _validity(self) -> dt.timedelta:
         return dt.timedelta(days=self.scenario.time.days + 30)
@@ -302,7 +308,7 @@ class Runner:
         catalog, validity = self.catalog, self._validity()
         fleets = simulation.fleets
 
-        def issue(role: str, instance: str) -> Any:  # noqa: ANN401 - an Identity
+        def issue(role: str, instance: str) -> Identity:
             return ca.issue(role, instance, catalog=catalog, clock=clock, validity=validity, save=False)
 
         with self.walls.timing("ami_headend"):
@@ -484,9 +490,7 @@ class Runner:
         )
 
     # --- billing over AMI-24 -------------------------------------------------------------------
-    async def _bill(
-        self, fabric: Fabric, clock: FabricClock, simulation: Simulation, actors: _Actors, cis: Cis
-    ) -> list[BillingRun]:
+    async def _bill(self, fabric: Fabric, simulation: Simulation, actors: _Actors, cis: Cis) -> list[BillingRun]:
         """Billing asks the MDMS for the run's usage (AMI-24, encrypted) and rates the cycles covering the run:
         local months, and short cycles carrying their share of the monthly charges where the run starts or ends."""
         start, end = self.scenario.time.start, simulation.fleets.meters.measured_until or self.scenario.time.start
@@ -518,9 +522,7 @@ class Runner:
             ]
 
     # --- metrics -----------------------------------------------------------------------------
-    def _metrics(
-        self, fabric: Fabric, simulation: Simulation, actors: _Actors, store: MeterDataStore, began: float
-    ) -> dict[str, Any]:
+    def _metrics(self, fabric: Fabric, simulation: Simulation, actors: _Actors) -> dict[str, Any]:
         walls = dict(self.walls.seconds)
         sim_seconds = simulation.summary.seconds
         walls["physics"] = (
