@@ -60,10 +60,18 @@
     │   ├── MissingPrices           the real-time price series lacks hours that carry usage; names them
     │   └── BillExists              the account already has a bill for the cycle (re-bill to replace it)
     ├── ScenarioError               a scenario is malformed or asks for what is not built yet; names file, line, field
+    ├── DemandResponseError         the LMS/DRMS, customer-side response, settlement, aggregator and market
+    │   ├── DrConfigError           a program, enrolment or LMS setting is invalid; names the field or id
+    │   ├── DrInputError            a load-management requirement, signal or bid is malformed; names the field
+    │   ├── BaselineInputError      reads or events for baselines/settlement unusable; names the column, event
+    │   └── MarketError             the clearinghouse refused a bid or cannot clear; names the bid or interval
     └── ProtocolError               a standard protocol's document cannot be made or read (Green Button, ...)
         ├── ProtocolInputError      reads or options handed to an exporter are malformed; names field, meter, time
         ├── NothingToExport         no interval reads for the meters and period asked for; names them
-        └── MalformedDocument       a received document is not well-formed, unsafe (DTD, entities) or off-standard
+        ├── MalformedDocument       a received document is not well-formed, unsafe (DTD, entities) or off-standard
+        └── OpenAdrError            OpenADR 2.0b: a VTN or VEN cannot start, or a peer was refused
+            ├── OpenAdrConfigError  TLS or identity settings missing or wrong (a VTN never runs without TLS)
+            └── OpenAdrRefused      a message or peer refused (certificate, signature, replay, target); carries the code
 
 Errors that name a thing the user typed carry close matches, so the CLI can say
 "did you mean". A :class:`Rejected` carries the interface it was sent on, so rejections
@@ -440,3 +448,44 @@ class NothingToExport(ProtocolError):
 
 class MalformedDocument(ProtocolError):
     """A received document is not well-formed XML, uses a DTD or entities (refused: unsafe), or is off-standard."""
+
+
+class DemandResponseError(GridloomError):
+    """Something about demand response: the LMS/DRMS, customer response, settlement, aggregator or market."""
+
+
+class DrConfigError(DemandResponseError):
+    """A program, enrolment or LMS/aggregator setting is invalid; the message names the field or id."""
+
+
+class DrInputError(DemandResponseError):
+    """A load-management requirement, a signal or a bid is malformed; the message names the field."""
+
+
+class BaselineInputError(DemandResponseError):
+    """Reads or events handed to baselines or settlement are unusable; names the column or the event."""
+
+
+class MarketError(DemandResponseError):
+    """The clearinghouse refused a bid or cannot clear an interval; names the bid or the interval."""
+
+
+class OpenAdrError(ProtocolError):
+    """OpenADR 2.0b: a VTN or VEN cannot start, or a peer or message was refused."""
+
+
+class OpenAdrConfigError(OpenAdrError):
+    """TLS or identity settings are missing or wrong; a VTN never serves without TLS outside insecure test mode."""
+
+
+class OpenAdrRefused(OpenAdrError):
+    """A peer or message refused: unknown or revoked certificate, bad signature, replay, not targeted.
+
+    ``code`` is the OpenADR response code (or HTTP status) that went on the wire, ``reason`` a short kind
+    (``certificate``, ``revoked``, ``signature``, ``replay``, ``stale``, ``not-registered``).
+    """
+
+    def __init__(self, message: str, *, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{message} (code {code}, {reason})")

@@ -7,6 +7,7 @@ Tariffs are defined in :mod:`gridloom.systems.cis.tariffs` (the CIS assigns them
 
 from gridloom.store.base import ReadsSource
 from gridloom.store.versions import current_versions
+from gridloom.systems.billing.credits import DR_CREDITS_SCHEMA
 from gridloom.systems.billing.cycle import BillingCycle, CriticalPeakEvent, PriceSeries, events_from_csv
 from gridloom.systems.billing.engine import BILLS_SCHEMA, LINES_SCHEMA, ROWS_SCHEMA, Rated, RatingInputs, rate_accounts
 from gridloom.systems.billing.persist import create_billing_tables, load_bills, save_run
@@ -22,6 +23,7 @@ from gridloom.systems.billing.trace import trace_line
 
 __all__ = [
     "BILLS_SCHEMA",
+    "DR_CREDITS_SCHEMA",
     "LINES_SCHEMA",
     "ROWS_SCHEMA",
     "Bill",

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gridloom.errors import BillingInputError
+from gridloom.systems.billing.credits import CREDIT_LINE_NO, credit_rows
 from gridloom.systems.billing.cycle import BillingCycle, CriticalPeakEvent, PriceSeries
 from gridloom.systems.billing.rating import TariffPlan
 from gridloom.systems.cis.model import OPEN_END_US, Cis, Program
@@ -82,8 +83,8 @@ LINES_SCHEMA = pa.schema(
         ("bill_id", pa.string()),
         ("account_id", pa.string()),
         ("line_no", pa.int32()),
-        ("kind", pa.string()),  # fixed | energy | tier | demand | net_metering_credit
-        ("bucket", pa.string()),  # energy | period:<name> | off_peak | critical_peak | real_time | tier:<n> | ...
+        ("kind", pa.string()),  # fixed | energy | tier | demand | net_metering_credit | dr_credit
+        ("bucket", pa.string()),  # energy | period:<p> | off_peak | critical_peak | real_time | tier:<n> | dr_credit:…
         ("label", pa.string()),
         ("quantity", pa.float64()),
         ("unit", pa.string()),  # kWh | kW | cycle
@@ -128,6 +129,7 @@ class RatingInputs:
     min_coverage: float = 0.99  # below this share of expected intervals a bill is held, not issued
     run_id: str = ""
     issued_at: dt.datetime | None = None
+    dr_credits: pa.Table | None = None  # DR_CREDITS_SCHEMA: reductions the LMS settled, credited per kWh
 
 
 @dataclass(frozen=True)
@@ -472,6 +474,14 @@ def rate_accounts(
             d_rate = float(demand_rate[p]) * cycle.charge_share  # a short cycle carries its share of the month's
             lines.add(accts_p, 90, "demand", "demand", "Demand charge, highest 15-min kW", q, "kW",
                       np.full(accts_p.size, d_rate), cents(q * d_rate), trace=(peak_trace, accts_p))  # fmt: skip
+    if inputs.dr_credits is not None and n_a:
+        cr = credit_rows(inputs.dr_credits, accounts["account_id"], start_us=cycle.start_us, end_us=cycle.end_us)
+        for event_id in dict.fromkeys(cr.event_id):  # one line per event (few events, many accounts)
+            k = np.flatnonzero(np.array(cr.event_id, dtype=object) == event_id)
+            q, rate = cr.quantity_kwh[k], cr.rate[k]
+            lines.add(cr.account[k], CREDIT_LINE_NO, "dr_credit", f"dr_credit:{event_id}", cr.label[int(k[0])], q,
+                      "kWh", rate, -cents(q * rate), trace=None, period=(cr.start_us[k], cr.end_us[k]),
+                      meters=[cr.meter_ids[i] for i in k])  # fmt: skip
     line_table, line_acct, line_cents = lines.table(accounts["account_id"], cycle.cycle_id)
 
     # ---------------------------------------------------------------- bills

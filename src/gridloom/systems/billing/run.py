@@ -178,6 +178,7 @@ def run_billing(
     events: Sequence[CriticalPeakEvent] = (),
     prices: PriceSeries | None = None,
     min_coverage: float = 0.99,
+    dr_credits: pa.Table | None = None,
     batch_accounts: int = 2_000,
     progress: Callable[[int, int], None] | None = None,
 ) -> BillingRun:
@@ -185,6 +186,8 @@ def run_billing(
 
     Refuses unknown accounts (with close matches) and a cycle in which none of the accounts
     has a single read (:class:`NoUsageData`); accounts with too few reads get a *held* bill.
+    ``dr_credits`` (DR_CREDITS_SCHEMA, from the LMS's settlement) adds a credit line per event that
+    ended in the cycle.
     """
     cyc = cycle if isinstance(cycle, BillingCycle) else BillingCycle.month(cycle, timezone=cis.timezone)
     if account_ids is not None:
@@ -194,7 +197,7 @@ def run_billing(
         wanted = pc.unique(cis.service_windows(start=cyc.start_at, end=cyc.end_at)["account_id"]).to_pylist()
     wanted.sort()
     run_id = f"{cyc.cycle_id}-{uuid.uuid4().hex[:8]}"
-    inputs = RatingInputs(cyc, tuple(events), prices, min_coverage, run_id, dt.datetime.now(dt.UTC))
+    inputs = RatingInputs(cyc, tuple(events), prices, min_coverage, run_id, dt.datetime.now(dt.UTC), dr_credits)
     windows = cis.service_windows(wanted, start=cyc.start_at, end=cyc.end_at)
     bills, lines = [], []
     unbilled, used = 0.0, 0

@@ -1,0 +1,1 @@
+"""The load management system / demand-response management system (LMS/DRMS)."""
