@@ -316,6 +316,15 @@ def test_cli_writes_the_report_and_says_where(tmp_path: Path) -> None:
     assert "p99 0.5 s within the 4 s timing bound" in page
 
 
+def test_cli_reads_the_interfaces_of_a_runs_metrics(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"schema": 1, "interfaces": _stats("AMI-9a", p99_s=0.5)}))
+    out = tmp_path / "assessment.html"
+    result = runner.invoke(_cli(), ["assess", "--format", "html", "--stats", str(metrics), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "p99 0.5 s within the 4 s timing bound" in out.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

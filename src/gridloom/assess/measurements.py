@@ -81,7 +81,8 @@ def parse_stats(raw: object, *, where: str = "stats") -> dict[str, Measurement]:
 
 
 def read_stats(path: Path) -> list[dict[str, Any]]:
-    """Read and validate a stats file; returns its entries as written."""
+    """Read and validate a stats file — a stats list, or a run's ``metrics.json`` (its ``interfaces``);
+    returns the entries as written."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -92,5 +93,7 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise StatsError(f"stats file {str(path)!r} is not JSON: {exc}") from exc
+    if isinstance(raw, dict) and "interfaces" in raw:  # a scenario run's metrics.json
+        raw = raw["interfaces"]
     parse_stats(raw, where=f"stats file {str(path)!r}")
     return list(raw)
