@@ -9,12 +9,18 @@ Layout of a keystore::
 
     ca.key  ca.crt  crl.pem
     actors/<instance>.sign.key  .sign.crt  .kex.key  .kex.crt
+    actors/<instance>.tls.key  .tls.crt          (only for actors that speak TLS: OpenADR)
+
+Standard protocols that run over TLS with X.509 client certificates (OpenADR 2.0b) cannot use
+Ed25519/X25519 keys, so :meth:`CertificateAuthority.issue_tls` issues an ECDSA P-256 certificate
+for TLS and XML signatures, naming the same role (OU) and instance (CN), signed by the same CA.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,9 +29,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gridloom.catalog import Catalog
 from gridloom.errors import CertificateInvalid, CertificateRevoked, PkiError
@@ -68,7 +75,7 @@ def _write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -95,6 +102,37 @@ class Identity:
 
     def sign(self, data: bytes) -> bytes:
         return self.signing_key.sign(data)
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """An actor instance's TLS key and certificate (ECDSA P-256), for protocols that need X.509 over TLS."""
+
+    instance: str
+    role: str
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", fingerprint(self.certificate))
+
+    @property
+    def key_pem(self) -> bytes:
+        return _private_pem(self.key)
+
+    @property
+    def cert_pem(self) -> bytes:
+        return _cert_pem(self.certificate)
+
+    def write(self, folder: Path) -> tuple[Path, Path]:
+        """Write ``<instance>.tls.crt`` and ``<instance>.tls.key`` (mode 0600) to ``folder``; returns (cert, key)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cert_path, key_path = folder / f"{self.instance}.tls.crt", folder / f"{self.instance}.tls.key"
+        cert_path.write_bytes(self.cert_pem)
+        _write_private(key_path, self.key_pem)
+        return cert_path, key_path
 
 
 @dataclass(frozen=True)
@@ -201,6 +239,61 @@ class CertificateAuthority:
         if save:
             self._save(identity)
         return identity
+
+    def issue_tls(
+        self,
+        role: str,
+        instance: str,
+        *,
+        catalog: Catalog | None = None,
+        hosts: Iterable[str] = (),
+        clock: Clock = utc_now,
+        validity: dt.timedelta = DEFAULT_VALIDITY,
+        save: bool = True,
+    ) -> TlsIdentity:
+        """Issue an ECDSA P-256 TLS certificate (client and server use) for one actor instance.
+
+        The subject names the role (OU) and the instance (CN), as the actor's other certificates do;
+        ``hosts`` (DNS names or IP addresses, e.g. ``127.0.0.1``) go in the subject alternative names,
+        beside the instance, so a server certificate matches the address clients dial.
+        """
+        if not instance or not set(instance) <= _INSTANCE_CHARS:
+            raise PkiError(f"instance id {instance!r} must be lowercase letters, digits, '-' or '_'")
+        if catalog is not None:
+            role = catalog.resolve_actor(role).id
+        if save and (self.folder / "actors" / f"{instance}.tls.crt").exists():
+            raise PkiError(
+                f"{instance!r} already has a TLS certificate in {self.folder}; revoke it and use a new instance id"
+            )
+        key = ec.generate_private_key(ec.SECP256R1())
+        names: list[x509.GeneralName] = [x509.DNSName(instance)]
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        start = clock() - dt.timedelta(minutes=5)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(_name(instance, role))
+            .issuer_name(self.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + validity)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .sign(self.key, None)
+        )
+        tls = TlsIdentity(instance, role, key, certificate)
+        if save:
+            tls.write(self.folder / "actors")
+        return tls
 
     def _certificate(
         self,
