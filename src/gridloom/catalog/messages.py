@@ -110,6 +110,16 @@ class DeclaredType(StrEnum):
     REMOTE_CONNECT = "remote_connect"
     USAGE_REQUEST = "usage_request"
 
+    # demand response (LMS/DRMS, direct load control, aggregator, market)
+    LOAD_MANAGEMENT_REQUIREMENT = "load_management_requirement"
+    DR_ENROLMENTS = "dr_enrolments"
+    DR_EVENT_RECORDS = "dr_event_records"
+    DR_COMPLIANCE = "dr_compliance"
+    LOAD_CONTROL_EVENT = "load_control_event"
+    FLEXIBILITY_BID = "flexibility_bid"
+    CLEARING_RESULT = "clearing_result"
+    FLEXIBILITY_DISPATCH = "flexibility_dispatch"
+
     @property
     def response(self) -> str:
         """The id of the answer to this type: ``<id>.response``."""

@@ -247,10 +247,14 @@ class FlexFleet:
         return len(self.sites)
 
     # ------------------------------------------------------------------ events
-    def start_event(self, sites: npt.ArrayLike) -> BoolArray:
-        """An event reaches these sites: each customer opts out with its ``opt_out_rate``; returns the opt-outs."""
+    def start_event(self, sites: npt.ArrayLike, *, allow_opt_out: bool = True) -> BoolArray:
+        """An event reaches these sites: each customer opts out with its ``opt_out_rate``; returns the opt-outs.
+
+        Direct load control (``allow_opt_out=False``) acts on the devices without asking.
+        """
         idx = select_units(sites, len(self), "site")
-        out = self._rng.random(idx.size) < self.sites.opt_out_rate[idx]
+        draw = self._rng.random(idx.size) < self.sites.opt_out_rate[idx]
+        out = draw if allow_opt_out else np.zeros(idx.size, bool)
         self._in_event[idx] = True
         self._opted_out[idx] = out
         self.events_started += 1
