@@ -75,6 +75,7 @@ async def day(catalog: Catalog, tmp_path: Path) -> AsyncIterator[Day]:
             offered += collection.reads_offered
             delivered_batches += collection.read_batches
             await transport.drain()
+        await mdms.flush()  # what is buffered is stored, as before the nightly VEE
         yield Day(fabric, transport, store, mdms, meter_ids, offered, delivered_batches, network)
         await fabric.close()
     audit.close()
@@ -90,7 +91,10 @@ async def test_every_read_is_stored_once_and_every_lost_read_is_estimated(day: D
     # Re-delivery (a concentrator resends a batch) stores nothing twice.
     await day.network.send_batches(day.delivered_batches[:3])
     await day.transport.drain()
+    await mdms.flush()
     assert store.count("reads") == delivered
+    assert mdms.ingested == delivered  # counted once stored
+    assert mdms.duplicates == sum(len(b) for b in day.delivered_batches[:3])
     # The nightly VEE fills every gap with an estimate, flagged and traceable to its rule.
     closed = mdms.core.close_period(START, START + dt.timedelta(days=1), meter_ids)
     assert closed.estimated == offered - delivered

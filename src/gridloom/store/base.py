@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -48,6 +48,8 @@ from gridloom.store.schema import (
 
 Clock = Callable[[], dt.datetime]
 Versions = Literal["current", "original", "all"]
+MeterIds: TypeAlias = Sequence[str] | pa.Array | pa.ChunkedArray
+"""Meter ids to select: a list, or an Arrow string array (taken without conversion)."""
 
 VALUE_COLUMNS = ("interval_s", "energy_delivered_wh", "energy_received_wh", "reactive_varh", "voltage_v", "quality")
 """The columns of a read that a new version may change; those it leaves out are carried over."""
@@ -78,6 +80,15 @@ class Filters:
     end: dt.datetime | None = None
     as_of: dt.datetime | None = None  # only rows recorded at or before
     kinds: pa.Array | None = None  # events only
+
+    @property
+    def meter_range(self) -> tuple[str, str] | None:
+        """The smallest and largest meter id asked for: a range a backend can prune with (None: no ids)."""
+        if self.meter_ids is None or len(self.meter_ids) == 0:
+            return None
+        bounds = pc.min_max(self.meter_ids)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        return None if low is None or high is None else (str(low), str(high))
 
 
 def utc_now() -> dt.datetime:
@@ -216,22 +227,34 @@ class MeterDataStore(ABC):
     def reads(
         self,
         *,
-        meter_ids: Sequence[str] | None = None,
+        meter_ids: MeterIds | None = None,
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
         versions: Versions = "current",
         as_of: dt.datetime | None = None,
+        columns: Sequence[str] | None = None,
+        ordered: bool = True,
     ) -> pa.Table:
         """Interval reads with ``start <= interval_start < end``, ordered by meter, time, version.
 
         ``versions``: "current" the highest version of each interval (what billing uses),
         "original" version 0 (as measured), "all" every version. ``as_of`` sees the store as it
         was then (rows recorded later are ignored), to reproduce what an earlier bill used.
+        ``columns`` picks some READS_SCHEMA columns (in schema order); ``ordered=False`` leaves the
+        rows in the order the database finds them — both for bulk readers that sort themselves (the
+        nightly VEE over millions of reads, where sorting in the database costs more than reading).
         """
         if versions not in ("current", "original", "all"):
             raise StoreInputError(f"reads: versions must be 'current', 'original' or 'all', not {versions!r}")
+        names = list(READS_SCHEMA.names)
+        if columns is not None:
+            unknown = [columns] if isinstance(columns, str) else [c for c in columns if c not in names]
+            if unknown:
+                raise StoreInputError(f"reads: columns must be a list of {', '.join(names)}; not {unknown!r}")
+            names = [c for c in names if c in columns]
         filters = _filters("reads", meter_ids=meter_ids, start=start, end=end, as_of=as_of)
-        return self._select_reads(filters, versions).cast(READS_SCHEMA)
+        table = self._select_reads(filters, versions, names, ordered)
+        return table.cast(pa.schema([READS_SCHEMA.field(c) for c in names]))
 
     # --- register reads and events ------------------------------------------------------------
 
@@ -250,7 +273,7 @@ class MeterDataStore(ABC):
     def register_reads(
         self,
         *,
-        meter_ids: Sequence[str] | None = None,
+        meter_ids: MeterIds | None = None,
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
     ) -> pa.Table:
@@ -272,7 +295,7 @@ class MeterDataStore(ABC):
     def events(
         self,
         *,
-        meter_ids: Sequence[str] | None = None,
+        meter_ids: MeterIds | None = None,
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
         kinds: Sequence[str] | None = None,
@@ -313,7 +336,9 @@ class MeterDataStore(ABC):
         not stored yet; return how many."""
 
     @abstractmethod
-    def _select_reads(self, filters: Filters, versions: Versions) -> pa.Table: ...
+    def _select_reads(self, filters: Filters, versions: Versions, columns: Sequence[str], ordered: bool) -> pa.Table:
+        """Reads matching ``filters``: the ``columns`` (READS_SCHEMA names, in schema order), ordered by
+        meter, time and version when ``ordered``."""
 
     @abstractmethod
     def _select(self, spec: TableSpec, filters: Filters) -> pa.Table: ...
@@ -359,7 +384,7 @@ def no_interval_s(meter_id: str, interval_start: dt.datetime) -> str:
 def _filters(
     what: str,
     *,
-    meter_ids: Sequence[str] | None = None,
+    meter_ids: MeterIds | None = None,
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     as_of: dt.datetime | None = None,
@@ -373,12 +398,23 @@ def _filters(
     if isinstance(meter_ids, str) or isinstance(kinds, str):
         raise StoreInputError(f"{what}: meter_ids and kinds are lists of strings, not one string")
     return Filters(
-        meter_ids=None if meter_ids is None else pa.array(list(meter_ids), pa.string()),
+        meter_ids=None if meter_ids is None else _strings(meter_ids, what),
         start=start,
         end=end,
         as_of=as_of,
         kinds=None if kinds is None else pa.array(list(kinds), pa.string()),
     )
+
+
+def _strings(values: Sequence[str] | pa.Array | pa.ChunkedArray, what: str) -> pa.Array:
+    """Meter ids as a string array (an Arrow array is taken as it is)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            raise StoreInputError(f"{what}: meter_ids must hold text, not {values.type}")
+        return values.cast(pa.string())
+    return pa.array(list(values), pa.string())
 
 
 def _with_defaults(table: pa.Table, now: dt.datetime, n: int) -> pa.Table:

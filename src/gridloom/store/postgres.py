@@ -260,12 +260,14 @@ class PostgresStore(MeterDataStore):
             LEFT JOIN (
                 SELECT r.meter_id, r.interval_start, max(r.version) AS v FROM {reads} r
                 WHERE (r.meter_id, r.interval_start) IN (SELECT meter_id, interval_start FROM _gl_rows)
+                  AND r.interval_start BETWEEN %(lo)s AND %(hi)s AND r.meter_id BETWEEN %(first)s AND %(last)s
                 GROUP BY r.meter_id, r.interval_start
             ) top ON top.meter_id = s.meter_id AND top.interval_start = s.interval_start
             {current}
         """
         cur = self._cursor
-        cur.execute(statement)
+        (lo, hi), (first, last) = key_bounds(rows, "interval_start"), key_bounds(rows, "meter_id")
+        cur.execute(statement, {"lo": lo, "hi": hi, "first": first, "last": last})
         orphan = cur.execute("SELECT meter_id, interval_start FROM _gl_new WHERE interval_s IS NULL LIMIT 1").fetchone()
         if orphan is not None:
             raise StoreInputError(no_interval_s(orphan[0], orphan[1]))
@@ -276,10 +278,10 @@ class PostgresStore(MeterDataStore):
 
     # --- reads --------------------------------------------------------------------------------
 
-    def _select_reads(self, filters: Filters, versions: Versions) -> pa.Table:
+    def _select_reads(self, filters: Filters, versions: Versions, names: Sequence[str], ordered: bool) -> pa.Table:
         reads = self._names["reads"]
         where, params = _where(READS, filters, "r")
-        columns = ", ".join(f"r.{c}" for c in READS_SCHEMA.names)
+        columns = ", ".join(f"r.{c}" for c in names)
         if versions == "current":
             inner, _ = _where(READS, filters, "t")
             statement = f"""
@@ -289,14 +291,13 @@ class PostgresStore(MeterDataStore):
                     WHERE t.version > 0 AND {inner} GROUP BY t.meter_id, t.interval_start
                 ) top ON top.meter_id = r.meter_id AND top.interval_start = r.interval_start
                 WHERE {where} AND r.version = coalesce(top.v, 0)
-                ORDER BY r.meter_id, r.interval_start
+                {"ORDER BY r.meter_id, r.interval_start" if ordered else ""}
             """
         else:
             only = " AND r.version = 0" if versions == "original" else ""
-            statement = (
-                f"SELECT {columns} FROM {reads} r WHERE {where}{only} ORDER BY r.meter_id, r.interval_start, r.version"
-            )
-        return self._read(statement, params, READS_SCHEMA)
+            order = " ORDER BY r.meter_id, r.interval_start, r.version" if ordered else ""
+            statement = f"SELECT {columns} FROM {reads} r WHERE {where}{only}{order}"
+        return self._read(statement, params, pa.schema([READS_SCHEMA.field(c) for c in names]))
 
     def _select(self, spec: TableSpec, filters: Filters) -> pa.Table:
         where, params = _where(spec, filters, "r")
@@ -343,6 +344,9 @@ def _where(spec: TableSpec, filters: Filters, alias: str) -> tuple[str, dict[str
     if filters.meter_ids is not None:
         clauses.append(f"{alias}.meter_id = ANY(%(meters)s)")
         params["meters"] = filters.meter_ids.to_pylist()
+        if (bounds := filters.meter_range) is not None:
+            clauses.append(f"{alias}.meter_id BETWEEN %(first_meter)s AND %(last_meter)s")
+            params.update(first_meter=bounds[0], last_meter=bounds[1])
     if filters.kinds is not None:
         clauses.append(f"{alias}.kind = ANY(%(kinds)s)")
         params["kinds"] = filters.kinds.to_pylist()

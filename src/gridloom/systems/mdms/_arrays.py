@@ -75,34 +75,49 @@ def floats(table: pa.Table, column: str, name: str) -> FloatArray:
     return np.asarray(values.to_numpy(), dtype=np.float64)
 
 
-def conform_reads(reads: pa.Table, *, interval_s: int, name: str = "reads") -> pa.Table:
+FRAME_COLUMNS = (
+    "meter_id",
+    "interval_start",
+    "interval_s",
+    "energy_delivered_wh",
+    "energy_received_wh",
+    "reactive_varh",
+    "quality",
+)
+"""The columns of a reads table that VEE computes with (:class:`Frame`); the others are carried along."""
+
+
+def conform_reads(
+    reads: pa.Table, *, interval_s: int, name: str = "reads", columns: tuple[str, ...] | None = None
+) -> pa.Table:
     """``reads`` with the columns of READS_SCHEMA, in its order and types; absent optional columns filled.
 
     Only ``meter_id``, ``interval_start`` and ``energy_delivered_wh`` are required; absent
     measurements are null, ``interval_s`` the configured length, ``quality`` 0, ``version`` 0.
+    ``columns``: only these (in schema order), e.g. :data:`FRAME_COLUMNS` — filling the others
+    of millions of reads costs memory that VEE's arithmetic does not need.
     """
     require(reads, ("meter_id", "interval_start", "energy_delivered_wh"), name)
     n = reads.num_rows
     defaults = {"interval_s": interval_s, "quality": 0, "version": 0, "source": "measured"}
-    columns = []
-    for f in READS_SCHEMA:
+    schema = READS_SCHEMA if columns is None else pa.schema([f for f in READS_SCHEMA if f.name in columns])
+    columns_out = []
+    for f in schema:
         if f.name in reads.column_names:
             col = reads.column(f.name)
             try:
-                columns.append(col if col.type == f.type else col.cast(f.type))
+                columns_out.append(col if col.type == f.type else col.cast(f.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise VeeInputError(f"{name}.{f.name} cannot be read as {f.type} (it is {col.type}): {exc}") from exc
         else:
             value = defaults.get(f.name)
-            columns.append(pa.nulls(n, f.type) if value is None else pa.array(np.full(n, value), f.type))
-    table = pa.Table.from_arrays(columns, schema=READS_SCHEMA)
+            columns_out.append(pa.nulls(n, f.type) if value is None else pa.repeat(pa.scalar(value, f.type), n))
+    table = pa.Table.from_arrays(columns_out, schema=schema)
     if table.column("meter_id").null_count:
         raise VeeInputError(f"{name}.meter_id has {table.column('meter_id').null_count} nulls")
     lengths = table.column("interval_s")
     if lengths.null_count:
-        table = table.set_column(
-            READS_SCHEMA.get_field_index("interval_s"), "interval_s", pc.fill_null(lengths, interval_s)
-        )
+        table = table.set_column(schema.get_field_index("interval_s"), "interval_s", pc.fill_null(lengths, interval_s))
     elif n and pc.min(lengths).as_py() <= 0:
         raise VeeInputError(f"{name}.interval_s must be positive")
     return table
@@ -149,10 +164,41 @@ class MeterCodes:
     @classmethod
     def of(cls, *columns: pa.Array | pa.ChunkedArray) -> MeterCodes:
         parts = [pc.unique(c) for c in columns if len(c)]
+        return cls._sorted(parts)
+
+    @classmethod
+    def _sorted(cls, parts: list[pa.Array]) -> MeterCodes:
+        parts = [p for p in parts if len(p)]
         if not parts:
             return cls(pa.array([], pa.string()))
-        ids = pc.unique(pa.chunked_array([p.cast(pa.string()) for p in parts], pa.string()).combine_chunks())
+        if len(parts) == 1:
+            ids = parts[0].cast(pa.string())
+        else:
+            ids = pc.unique(pa.chunked_array([p.cast(pa.string()) for p in parts], pa.string()).combine_chunks())
         return cls(ids.take(pc.sort_indices(ids)))
+
+    @classmethod
+    def encode(
+        cls, column: pa.Array | pa.ChunkedArray, *others: pa.Array | pa.ChunkedArray
+    ) -> tuple[MeterCodes, IntArray]:
+        """The codes of ``column``'s ids and ``others``', and the code of each row of ``column``.
+
+        One hash pass over the (long) column, where ``of`` and ``codes`` would take two.
+        """
+        encoded = pc.dictionary_encode(column.cast(pa.string()))
+        chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+        if not chunks:
+            codes = cls._sorted([pc.unique(c) for c in others])
+            return codes, np.zeros(0, np.int64)
+        # A chunked column shares one dictionary, every chunk's a prefix of the last one's.
+        dictionary = chunks[-1].dictionary
+        if any(len(c.dictionary) != len(dictionary) for c in chunks):
+            chunks = pa.chunked_array(chunks).unify_dictionaries().chunks
+            dictionary = chunks[-1].dictionary
+        codes = cls._sorted([dictionary, *(pc.unique(c) for c in others)])
+        position = codes.codes(dictionary)  # dictionary entry -> code
+        indices = [np.asarray(c.indices.to_numpy(zero_copy_only=False), dtype=np.int64) for c in chunks]
+        return codes, position[np.concatenate(indices) if len(indices) > 1 else indices[0]]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -479,7 +525,7 @@ def grid_cells(
 # ---------------------------------------------------------------------------------------- frames
 def aligned(t: IntArray, length_s: IntArray) -> IntArray:
     """Each start moved to the nearest boundary of its interval length (``t`` itself when all are on one)."""
-    off = t % length_s
+    off = t % (int(length_s[0]) if len(length_s) and length_s.strides == (0,) else length_s)
     if not off.any():
         return t
     out: IntArray = t - off + np.where(2 * off >= length_s, length_s, 0)
@@ -513,12 +559,17 @@ class Frame:
         return SortedKeys(self.key, presorted=True)
 
     @classmethod
-    def of(cls, table: pa.Table, codes: MeterCodes, name: str) -> Frame:
-        """The frame of ``table`` (conformed); rows of meters unknown to ``codes`` are dropped."""
-        code = codes.codes(table.column("meter_id"))
+    def of(cls, table: pa.Table, codes: MeterCodes, name: str, *, code: IntArray | None = None) -> Frame:
+        """The frame of ``table`` (conformed); rows of meters unknown to ``codes`` are dropped.
+
+        ``code``: the rows' meter codes when already known (see :meth:`MeterCodes.encode`).
+        """
+        if code is None:
+            code = codes.codes(table.column("meter_id"))
         t = seconds(table, "interval_start", name)
         length = lengths(table)
-        key = keys(code, aligned(t, length))
+        on_boundary = aligned(t, length)
+        key = keys(code, on_boundary)
         rows: IntArray | None = None
         if len(code) and code.min() < 0:
             rows = np.flatnonzero(code >= 0).astype(np.int64, copy=False)
@@ -528,16 +579,19 @@ class Frame:
             rows = np.argsort(key, kind="stable").astype(np.int64, copy=False)
             if code.min() < 0:  # unknown meters (code -1) sort first; drop them
                 rows = rows[code[rows] >= 0]
-        ints = [code, t, length, key]
         reals = [floats(table, c, name) for c in ("energy_delivered_wh", "energy_received_wh", "reactive_varh")]
         quality = qualities(table)
         if rows is not None:
-            ints = [take(c, rows) for c in ints]
+            key = key[rows]
+            # Meter and boundary come back from the sorted key (one pass, no gather); the stamp as sent
+            # is gathered only where some stamp was off its boundary.
+            t = time_of(key) if on_boundary is t else t[rows]
+            code = code_of(key)
+            length = take(length, rows)
             reals = [c[rows] for c in reals]
             quality = quality[rows]
-        c, tt, ln, k = ints
         delivered, received, reactive = reals
-        return cls(c, tt, ln, k, delivered, received, reactive, quality, rows)
+        return cls(code, t, length, key, delivered, received, reactive, quality, rows)
 
     def take(self, mask: BoolArray) -> Frame:
         """The rows of ``mask`` (still sorted)."""

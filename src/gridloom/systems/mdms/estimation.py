@@ -194,7 +194,7 @@ def estimate_detailed(
 
 def _frame_of(validated: Validation | pa.Table, expected_ids: pa.Array, interval_s: int) -> tuple[Frame, MeterCodes]:
     """The batch as arrays: the validation's own when it knows every expected meter, else converted anew."""
-    if isinstance(validated, Validation) and validated.frame is not None and validated.codes is not None:
+    if isinstance(validated, Validation):
         codes = validated.codes
         if not len(expected_ids) or codes.codes(expected_ids).min() >= 0:
             return validated.frame, codes

@@ -12,46 +12,49 @@ versions back, with the version of each interval so its bill stays traceable.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from gridloom.errors import GridloomError
+from gridloom.errors import GridloomError, StoreInputError, VeeConfigError, VeeInputError
 from gridloom.fabric import Endpoint, Fabric, Identity, Message
 from gridloom.store.base import IngestResult, MeterDataStore
-from gridloom.store.schema import EVENTS_SCHEMA, READS_SCHEMA, REGISTER_SCHEMA, TIMESTAMP
+from gridloom.store.schema import EVENTS_SCHEMA, REGISTER_SCHEMA, TIMESTAMP
+from gridloom.systems.mdms.arrival import validate_arrivals
 from gridloom.systems.mdms.estimation import estimate_detailed
+from gridloom.systems.mdms.ingest import Body, Buffered, IngestBuffer, columns_of
 from gridloom.systems.mdms.validation import validate
 from gridloom.systems.mdms.vee import Expected, VeeConfig, history_windows
+from gridloom.systems.mdms.wire import reads_from_columns, reads_table
+
+__all__ = ["ClosedPeriod", "Mdms", "MdmsActor", "events_table", "reads_table", "registers_table", "usage_records"]
 
 _READ_INTERFACES = ("AMI-10", "DGM-29")
+DEFAULT_BUFFER_READS = 500_000
+VEE_COLUMNS = (
+    "meter_id",
+    "interval_start",
+    "interval_s",
+    "energy_delivered_wh",
+    "energy_received_wh",
+    "reactive_varh",
+    "quality",
+)
+"""What the nightly VEE reads of each stored interval (validation and estimation use no other column)."""
+DEFAULT_MAX_BUFFER_AGE_S = 900.0
+DEFAULT_VEE_CHUNK_METERS = 25_000
+
+log = logging.getLogger(__name__)
 
 
 def _us_to_timestamp(values: Sequence[int]) -> pa.Array:
     return pa.array(values, pa.int64()).cast(TIMESTAMP)
-
-
-def reads_table(records: Mapping[str, Sequence[Any]], *, recorded_at: dt.datetime) -> pa.Table:
-    """Columnar read records (as concentrators send them) as a version-0 table in READS_SCHEMA."""
-    n = len(records["meter_id"])
-    columns = {
-        "meter_id": pa.array(records["meter_id"], pa.string()),
-        "interval_start": _us_to_timestamp(records["interval_start_us"]),
-        "interval_s": pa.array(records["interval_s"], pa.int32()),
-        "energy_delivered_wh": pa.array(records["energy_delivered_wh"], pa.float64()),
-        "energy_received_wh": pa.array(records["energy_received_wh"], pa.float64()),
-        "reactive_varh": pa.array(records["reactive_varh"], pa.float64()),
-        "voltage_v": pa.array(records["voltage_v"], pa.float64()),
-        "quality": pa.array(records["quality"], pa.uint32()),
-        "version": pa.array([0] * n, pa.int32()),
-        "source": pa.array(["measured"] * n, pa.string()),
-        "rule": pa.nulls(n, pa.string()),
-        "edited_by": pa.nulls(n, pa.string()),
-        "recorded_at": pa.array([recorded_at] * n, TIMESTAMP),
-    }
-    return pa.table(columns, schema=READS_SCHEMA)
 
 
 def events_table(records: Mapping[str, Sequence[Any]], *, received_at: dt.datetime) -> pa.Table:
@@ -96,7 +99,20 @@ class ClosedPeriod:
 
 
 class Mdms:
-    """Meter data management over a store; usable without the fabric (the actor wraps it)."""
+    """Meter data management over a store; usable without the fabric (the actor wraps it).
+
+    Interval reads are buffered (:mod:`gridloom.systems.mdms.ingest`): :meth:`buffer_reads` adds a
+    batch and flushes when the buffer holds ``buffer_reads`` reads or its oldest batch is
+    ``max_buffer_age_s`` old; :meth:`flush` validates and stores what is buffered now.
+    :meth:`ingest_reads`, :meth:`usage` and :meth:`close_period` flush first, so nothing buffered
+    is ever hidden from a reader. ``buffer_reads=0`` stores every batch as it arrives.
+    ``ingested`` and ``duplicates`` count reads once flushed (stored, and skipped as stored
+    already or repeated); ``rejected_batches`` / ``rejected_reads`` count batches refused for
+    values that do not fit (logged, nothing of them stored).
+
+    The nightly VEE (:meth:`close_period`) works ``vee_chunk_meters`` meters at a time, so its
+    memory is bounded by the chunk, not by the territory.
+    """
 
     def __init__(
         self,
@@ -106,18 +122,93 @@ class Mdms:
         config: VeeConfig | None = None,
         net_metered: Mapping[str, bool] | None = None,
         capacity_w: Mapping[str, float] | float | None = None,
+        buffer_reads: int = DEFAULT_BUFFER_READS,
+        max_buffer_age_s: float | None = DEFAULT_MAX_BUFFER_AGE_S,
+        vee_chunk_meters: int = DEFAULT_VEE_CHUNK_METERS,
     ) -> None:
+        if isinstance(vee_chunk_meters, bool) or not isinstance(vee_chunk_meters, int) or vee_chunk_meters < 1:
+            raise VeeConfigError(f"vee_chunk_meters must be a positive integer, got {vee_chunk_meters!r}")
         self.store = store
         self.clock = clock
         self.config = config or VeeConfig()
         self.net_metered = dict(net_metered or {})
         self.capacity_w = capacity_w
+        self.vee_chunk_meters = vee_chunk_meters
+        self.buffer = IngestBuffer(max_reads=buffer_reads, max_age_s=max_buffer_age_s, clock=clock)
+        self.ingested = 0
+        self.duplicates = 0
+        self.rejected_batches = 0
+        self.rejected_reads = 0
+        # Per-meter settings as tables, built once: a mapping of a million meters is not converted per flush.
+        self._net_table = _per_meter_table(self.net_metered, "net_metered")
+        self._capacity = _per_meter_table(capacity_w, "capacity_w") if isinstance(capacity_w, Mapping) else capacity_w
 
-    def ingest_reads(self, records: Mapping[str, Sequence[Any]]) -> IngestResult:
-        """Validate a batch on arrival and store it (re-delivered reads are stored once)."""
-        table = reads_table(records, recorded_at=self.clock())
-        checked = validate(table, config=self.config, net_metered=self.net_metered or None, capacity_w=self.capacity_w)
-        return self.store.ingest_reads(checked.accepted)
+    # --- interval reads in -----------------------------------------------------------------------
+
+    def buffer_reads(self, body: Body) -> IngestResult | None:
+        """Buffer an ``interval_reads`` batch (columns, or its msgpack bytes); when that makes the
+        buffer due, flush it and return what the flush did (else None).
+
+        A malformed batch (a column missing, columns of different lengths) raises
+        :class:`~gridloom.errors.VeeInputError` and is not buffered.
+        """
+        self.buffer.add(body)
+        return self.flush() if self.buffer.due() else None
+
+    def ingest_reads(self, records: Body) -> IngestResult:
+        """Validate a batch and store it now, with whatever was buffered before it (re-delivered
+        reads are stored once). Returns what this flush did."""
+        self.buffer.add(records)
+        return self.flush()
+
+    def flush(self) -> IngestResult:
+        """Validate and store every buffered batch; returns reads stored and reads skipped.
+
+        The batches are validated and stored together (one transaction). If a value in one of them
+        does not fit (a text where a number belongs, a NaN energy, an empty meter id), they are
+        stored one by one instead, and each batch refused is logged and counted in
+        ``rejected_batches``: nothing of it is stored, nothing of the others is lost. A store that
+        cannot be reached raises :class:`~gridloom.errors.StoreError` and keeps the buffer, so a
+        later flush stores it.
+        """
+        batches = list(self.buffer)
+        if not batches:
+            return IngestResult(0, 0)
+        try:
+            result = self._store(batches)
+        except (VeeInputError, StoreInputError):
+            return self._store_one_by_one()
+        self.buffer.drop_first(len(batches))
+        return self._count(result)
+
+    def _store_one_by_one(self) -> IngestResult:
+        inserted = duplicates = 0
+        for batch in list(self.buffer):
+            try:
+                result = self._store([batch])
+            except (VeeInputError, StoreInputError) as exc:
+                log.warning("MDMS: refused an interval_reads batch of %d reads: %s", batch.rows, exc)
+                self.rejected_batches += 1
+                self.rejected_reads += batch.rows
+            else:
+                self._count(result)
+                inserted += result.inserted
+                duplicates += result.duplicates
+            self.buffer.drop_first(1)
+        return IngestResult(inserted, duplicates)
+
+    def _count(self, result: IngestResult) -> IngestResult:
+        self.ingested += result.inserted
+        self.duplicates += result.duplicates
+        return result
+
+    def _store(self, batches: list[Buffered]) -> IngestResult:
+        """Validate the reads of ``batches`` as one batch and store them (version 0)."""
+        table = reads_from_columns(columns_of(batches), recorded_at=self.clock())
+        accepted = validate_arrivals(table, config=self.config, net_metered=self._net_table, capacity_w=self._capacity)
+        stored = self.store.ingest_reads(accepted)
+        repeated = table.num_rows - accepted.num_rows  # a read the batches carry twice: the first is kept
+        return IngestResult(stored.inserted, stored.duplicates + repeated)
 
     def ingest_events(self, records: Mapping[str, Sequence[Any]]) -> int:
         return self.store.ingest_events(events_table(records, received_at=self.clock()))
@@ -125,17 +216,54 @@ class Mdms:
     def ingest_register_reads(self, records: Mapping[str, Sequence[Any]]) -> int:
         return self.store.ingest_register_reads(registers_table(records))
 
-    def close_period(self, start: dt.datetime, end: dt.datetime, meter_ids: Sequence[str]) -> ClosedPeriod:
-        """Nightly VEE: validate [start, end) of ``meter_ids`` as a whole and store estimates for what is missing."""
-        grid = Expected(list(meter_ids), start, end, self.config.interval_s)
-        reads = self.store.reads(meter_ids=list(meter_ids), start=start, end=end, versions="current")
+    # --- the nightly VEE ---------------------------------------------------------------------------
+
+    def close_period(
+        self, start: dt.datetime, end: dt.datetime, meter_ids: Sequence[str] | pa.Array | pa.ChunkedArray
+    ) -> ClosedPeriod:
+        """Nightly VEE: validate [start, end) of ``meter_ids`` as a whole and store estimates for what is missing.
+
+        Flushes the buffer first. Meters are taken ``vee_chunk_meters`` at a time (in id order);
+        every rule and every estimate looks at one meter's own reads, history, registers and
+        events, so the chunks give the same result as one pass over all meters.
+        """
+        self.flush()
+        ids = _meter_ids(meter_ids)
+        flagged: Counter[str] = Counter()
+        reads = estimated = unestimated = 0
+        for at in range(0, max(len(ids), 1), self.vee_chunk_meters):
+            chunk = self._close_chunk(start, end, ids.slice(at, self.vee_chunk_meters))
+            reads += chunk.reads
+            estimated += chunk.estimated
+            unestimated += chunk.unestimated
+            flagged.update(chunk.flagged)
+        return ClosedPeriod(
+            start=start,
+            end=end,
+            reads=reads,
+            flagged={k: v for k, v in flagged.items() if v},
+            estimated=estimated,
+            unestimated=unestimated,
+        )
+
+    def _close_chunk(self, start: dt.datetime, end: dt.datetime, meter_ids: pa.Array) -> ClosedPeriod:
+        grid = Expected(meter_ids, start, end, self.config.interval_s)
+        # Unordered, and only what VEE looks at: validation sorts by its own integer keys far faster
+        # than the database sorts by meter id.
+        reads = self.store.reads(
+            meter_ids=meter_ids, start=start, end=end, versions="current", columns=VEE_COLUMNS, ordered=False
+        )
         history_parts = [
-            self.store.reads(meter_ids=list(meter_ids), start=lo, end=hi, versions="current")
+            self.store.reads(
+                meter_ids=meter_ids, start=lo, end=hi, versions="current", columns=VEE_COLUMNS, ordered=False
+            )
             for lo, hi in history_windows(grid, self.config)
         ]
         history = pa.concat_tables(history_parts) if history_parts else None
-        registers = self.store.register_reads(meter_ids=list(meter_ids), start=start, end=end)
-        events = self.store.events(meter_ids=list(meter_ids), start=start, end=end)
+        if history is not None and history.num_rows == 0:
+            history = None
+        registers = self.store.register_reads(meter_ids=meter_ids, start=start, end=end)
+        events = self.store.events(meter_ids=meter_ids, start=start, end=end)
         checked = validate(
             reads,
             config=self.config,
@@ -143,8 +271,8 @@ class Mdms:
             history=history,
             registers=registers if registers.num_rows else None,
             events=events if events.num_rows else None,
-            net_metered=self.net_metered or None,
-            capacity_w=self.capacity_w,
+            net_metered=self._net_table,
+            capacity_w=self._capacity,
         )
         estimation = estimate_detailed(
             checked,
@@ -160,14 +288,40 @@ class Mdms:
             start=start,
             end=end,
             reads=reads.num_rows,
-            flagged={k: v for k, v in checked.counts.items() if v},
+            flagged=dict(checked.counts),
             estimated=estimation.rows.num_rows,
             unestimated=estimation.unestimated.num_rows,
         )
 
     def usage(self, meter_ids: Sequence[str], start: dt.datetime, end: dt.datetime) -> pa.Table:
-        """Current versions of the meters' reads over [start, end), for billing."""
+        """Current versions of the meters' reads over [start, end), for billing (buffer flushed first)."""
+        self.flush()
         return self.store.reads(meter_ids=list(meter_ids), start=start, end=end, versions="current")
+
+
+def _meter_ids(meter_ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The meters as a string array, each once, in id order (so a chunk is an id range)."""
+    if isinstance(meter_ids, pa.ChunkedArray):
+        array = meter_ids.combine_chunks()
+    elif isinstance(meter_ids, pa.Array):
+        array = meter_ids
+    else:
+        array = pa.array(list(meter_ids), pa.string())
+    if array.null_count:
+        raise VeeInputError(f"meter_ids has {array.null_count} nulls")
+    unique = pc.unique(array.cast(pa.string()))
+    return unique.take(pc.sort_indices(unique))
+
+
+def _per_meter_table(values: Mapping[str, float] | Mapping[str, bool], column: str) -> pa.Table | None:
+    if not values:
+        return None
+    return pa.table(
+        {
+            "meter_id": pa.array(list(values.keys()), pa.string()),
+            column: pa.array([float(v) for v in values.values()], pa.float64()),
+        }
+    )
 
 
 def usage_records(table: pa.Table) -> dict[str, list[Any]]:
@@ -186,26 +340,49 @@ def usage_records(table: pa.Table) -> dict[str, list[Any]]:
 
 
 class MdmsActor:
-    """The MDMS on the fabric: reads, registers and events in (AMI-10, DGM-29), usage out (AMI-24)."""
+    """The MDMS on the fabric: reads, registers and events in (AMI-10, DGM-29), usage out (AMI-24).
+
+    Interval-read bodies arrive undecoded and go into the core's ingest buffer (see
+    :class:`Mdms`); ``await flush()`` stores what is buffered. Answers to usage requests flush
+    first. The trade-off of the buffer: a handler that returns has its frame acknowledged, so a
+    batch still in the buffer when the process dies is not redelivered (JetStream redelivers only
+    frames whose handler had not returned). The loss is bounded by the core's ``buffer_reads``
+    and ``max_buffer_age_s``; set ``buffer_reads=0`` for store-before-acknowledge.
+    """
 
     def __init__(self, core: Mdms) -> None:
         self.core = core
         self.endpoint: Endpoint | None = None
-        self.ingested = 0
-        self.duplicates = 0
 
     @classmethod
     async def attach(cls, fabric: Fabric, identity: Identity, core: Mdms) -> MdmsActor:
         actor = cls(core)
-        actor.endpoint = await fabric.attach(identity, actor.handle)
+        actor.endpoint = await fabric.attach(identity, actor.handle, body_types={"interval_reads": msgspec.Raw})
         return actor
+
+    @property
+    def ingested(self) -> int:
+        """Reads stored since start (buffered reads count once flushed)."""
+        return self.core.ingested
+
+    @property
+    def duplicates(self) -> int:
+        """Reads skipped since start: stored already (re-delivered) or repeated in what arrived."""
+        return self.core.duplicates
+
+    async def flush(self) -> IngestResult:
+        """Validate and store every buffered interval read (call before the nightly VEE and at shutdown)."""
+        return self.core.flush()
 
     async def handle(self, message: Message) -> None:
         interface, kind = message.interface, message.message_type
         if interface in _READ_INTERFACES and kind == "interval_reads":
-            result = self.core.ingest_reads(message.body)
-            self.ingested += result.inserted
-            self.duplicates += result.duplicates
+            try:
+                self.core.buffer_reads(message.body)
+            except VeeInputError as exc:
+                # Redelivery would not mend it: refuse the batch, keep the rest.
+                self.core.rejected_batches += 1
+                log.warning("MDMS: refused a malformed interval_reads batch from %s: %s", message.sender.instance, exc)
         elif interface == "AMI-10" and kind == "register_reads":
             self.core.ingest_register_reads(message.body)
         elif interface == "AMI-10" and kind == "meter_events":

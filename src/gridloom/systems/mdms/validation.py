@@ -24,14 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from gridloom.devices.meters import QualityFlag
+from gridloom.errors import VeeInputError
 from gridloom.store.schema import READS_SCHEMA, TIMESTAMP
 from gridloom.systems.mdms._arrays import (
+    FRAME_COLUMNS,
     US,
     BoolArray,
     FloatArray,
@@ -72,14 +75,25 @@ class Validation:
     ``skipped`` the rules (or parts) that could not run for lack of their input.
     """
 
-    reads: pa.Table
     gaps: pa.Table
     counts: Mapping[str, int]
     skipped: tuple[str, ...]
     # The batch as arrays, kept so that estimation does not convert it again.
-    frame: Frame | None = field(default=None, repr=False)
-    codes: MeterCodes | None = field(default=None, repr=False)
+    frame: Frame = field(repr=False)
+    codes: MeterCodes = field(repr=False)
     history: tuple[pa.Table, Frame] | None = field(default=None, repr=False)  # the history table and its arrays
+    # What ``reads`` is built from, when first asked for (the nightly VEE of millions of reads never asks).
+    given: pa.Table | None = field(default=None, repr=False)
+    interval_s: int = field(default=900, repr=False)
+
+    @cached_property
+    def reads(self) -> pa.Table:
+        """The input rows (all of them, in their order, in READS_SCHEMA), VEE bits set in ``quality``."""
+        if self.given is None:
+            raise VeeInputError("this validation kept no input rows")
+        table = conform_reads(self.given, interval_s=self.interval_s)
+        quality = self.frame.to_input_order(self.frame.quality, table.num_rows)
+        return table.set_column(READS_SCHEMA.get_field_index("quality"), "quality", pa.array(quality, pa.uint32()))
 
     def flagged(self, flag: VeeFlag) -> pa.Table:
         """The reads carrying ``flag`` (any of its bits)."""
@@ -89,6 +103,8 @@ class Validation:
     @property
     def accepted(self) -> pa.Table:
         """The reads to store: every row but the duplicates (failed reads are stored with their flags)."""
+        if not self.counts.get("duplicate", 1):
+            return self.reads
         mask = pc.equal(
             pc.bit_wise_and(self.reads.column("quality"), pa.scalar(int(VeeFlag.DUPLICATE), pa.uint32())), 0
         )
@@ -121,11 +137,13 @@ def validate(
     estimates and edits (current versions re-validated), whose bits tell why they were made.
     """
     cfg = config or VeeConfig()
-    table = conform_reads(reads, interval_s=cfg.interval_s)
+    table = conform_reads(reads, interval_s=cfg.interval_s, columns=FRAME_COLUMNS)
     grid = Expected(*expected).checked() if expected is not None else None
     expected_ids = grid.ids() if grid is not None else None
-    codes = MeterCodes.of(table.column("meter_id"), *([expected_ids] if expected_ids is not None else []))
-    frame = Frame.of(table, codes, "reads")
+    codes, row_codes = MeterCodes.encode(
+        table.column("meter_id"), *([expected_ids] if expected_ids is not None else [])
+    )
+    frame = Frame.of(table, codes, "reads", code=row_codes)
     if grid is not None and expected_ids is not None:
         check_lengths(frame, codes, codes.codes(expected_ids), grid.interval_s)
     checks = _Checks(frame, codes, cfg)
@@ -147,14 +165,17 @@ def validate(
     # A read's flags are recomputed; an estimate or an edit keeps the flags that say why it was made.
     kept = np.where((frame.quality & _NEW_VERSION) != 0, np.uint32(0xFFFFFFFF), ~_VALIDATION_MASK)
     quality = (frame.quality & kept) | checks.flags
-    in_input_order = frame.to_input_order(quality, table.num_rows)
-    flagged = table.set_column(
-        READS_SCHEMA.get_field_index("quality"), "quality", pa.array(in_input_order, pa.uint32())
-    )
     counts = {"reads": len(frame), "gap": gaps.num_rows}
     counts.update(checks.counts)
     return Validation(
-        flagged, gaps, counts, tuple(checks.skipped), replace(frame, quality=quality), codes, checks.history
+        gaps,
+        counts,
+        tuple(checks.skipped),
+        replace(frame, quality=quality),
+        codes,
+        checks.history,
+        given=reads,
+        interval_s=cfg.interval_s,
     )
 
 
