@@ -73,13 +73,3 @@ def test_actors_json_lists_aliases_and_domains(catalog: Catalog) -> None:
     assert "LMS/DRMS" in actors["lms"]["aliases"]
     assert actors["customer_ems"]["domain"] == "customer"
     assert actors["mdms"]["interfaces"] >= 5
-
-
-def test_run_prints_the_catalog_summary_and_a_simulated_day(catalog: Catalog) -> None:
-    result = runner.invoke(app, ["run", "--customers", "800", "--days", "0.5"])
-    assert result.exit_code == 0, result.output
-    assert f"{len(catalog)} interfaces" in result.stdout
-    for domain in ("AMI", "ES", "ET", "DGM", "DR", "WAS"):
-        assert domain in result.stdout
-    assert "800 customers" in result.stdout
-    assert "energy balance error" in result.stdout
