@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import webbrowser
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,6 +54,18 @@ class _Display:
         self.live.update(Group(self.bar, traffic, alarms))
 
 
+@contextlib.contextmanager
+def _quiet_fabric_log() -> Iterator[None]:
+    """Rejections are counted and reported, not printed over the progress display."""
+    logger = logging.getLogger("gridloom")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def run(
     scenario_file: Annotated[
         Path | None, typer.Argument(help="A scenario YAML file (default: the scenario that ships with gridloom).")
@@ -69,8 +83,7 @@ def run(
     open_report: Annotated[bool, typer.Option("--open", help="Open the report in a browser when done.")] = False,
 ) -> None:
     """Run a scenario: the grid, the meters and every system on the secured fabric; write metrics and a report."""
-    logging.getLogger("gridloom").setLevel(logging.ERROR)  # rejections are counted and reported, not printed
-    with user_errors():
+    with _quiet_fabric_log(), user_errors():
         scenario = load_scenario(scenario_file) if scenario_file is not None else default_scenario()
         scenario = scenario.with_overrides(customers=customers, days=days, seed=seed)
         folder = out or Path("runs") / f"{scenario.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
