@@ -59,6 +59,10 @@
     │   ├── NoUsageData             no reads in the cycle for the accounts asked for (names the cycle, accounts)
     │   ├── MissingPrices           the real-time price series lacks hours that carry usage; names them
     │   └── BillExists              the account already has a bill for the cycle (re-bill to replace it)
+    ├── OmsError                    outage management (OMS) and the GIS connectivity model it runs on
+    │   ├── OmsConfigError          an OMS or GIS setting is invalid; names the field
+    │   ├── ConnectivityDataError   a connectivity model (GIS payload) is malformed; names the column, row or id
+    │   └── OutageRecordsError      a saved outage-records file cannot be read, or a report period is malformed
     ├── ScenarioError               a scenario is malformed or asks for what is not built yet; names file, line, field
     ├── DemandResponseError         the LMS/DRMS, customer-side response, settlement, aggregator and market
     │   ├── DrConfigError           a program, enrolment or LMS setting is invalid; names the field or id
@@ -400,6 +404,24 @@ class BillExists(BillingError):
         self.accounts = accounts
         shown = ", ".join(accounts[:5]) + (f" and {len(accounts) - 5} more" if len(accounts) > 5 else "")
         super().__init__(f"cycle {cycle} is already billed for {shown}; re-bill to cancel and replace those bills")
+
+
+class OmsError(GridloomError):
+    """Something about outage management (OMS) or the GIS connectivity model it runs on."""
+
+
+class OmsConfigError(OmsError):
+    """An OMS or GIS setting is invalid; the message names the field and the accepted values."""
+
+
+class ConnectivityDataError(OmsError):
+    """A connectivity model (the GIS payload) is malformed: uneven columns, a parent after its child,
+    an unknown device kind, a meter under no device; the message names the column, row or id."""
+
+
+class OutageRecordsError(OmsError):
+    """A saved outage-records file cannot be read (names the file and the entry), or a report period
+    is malformed (names the option)."""
 
 
 class ScenarioError(GridloomError):

@@ -109,6 +109,11 @@ class DeclaredType(StrEnum):
     REMOTE_DISCONNECT = "remote_disconnect"
     REMOTE_CONNECT = "remote_connect"
     USAGE_REQUEST = "usage_request"
+    CONNECTIVITY_MODEL = "connectivity_model"
+    CONNECTIVITY_REQUEST = "connectivity_request"
+    WORK_ORDER = "work_order"
+    OUTAGE_STATUS = "outage_status"
+    RESTORATION_ESTIMATE = "restoration_estimate"
 
     # demand response (LMS/DRMS, direct load control, aggregator, market)
     LOAD_MANAGEMENT_REQUIREMENT = "load_management_requirement"
