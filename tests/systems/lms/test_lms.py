@@ -18,6 +18,7 @@ from gridloom.devices.flex_han import EsiGateway
 from gridloom.fabric import CertificateAuthority, Fabric, MemoryTransport, Message, TrustStore
 from gridloom.fabric.envelope import to_micros
 from gridloom.protocols.openadr import CertificateCheck, TlsFiles, Ven, Vtn, openadr_fingerprint
+from gridloom.systems.headend import HeadEnd, HeadEndConfig
 from gridloom.systems.lms.baseline import BaselineRule
 from gridloom.systems.lms.programs import Enrolment, default_programs
 from gridloom.systems.lms.service import Lms
@@ -83,15 +84,8 @@ async def test_a_dms_requirement_becomes_openadr_events_and_direct_load_control(
         esi = EsiGateway(fabric, ids["esi-1"], fleet, ["m1", "m2", "m3", "m4", "m5"])
         await esi.start()
 
-        # the head-end's part of direct load control: AMI-12c in, AMI-27 out, the ESI's answer back
-        async def relay(message: Message) -> None:
-            ep = fabric.endpoints["headend-1"]
-            if message.message_type == DeclaredType.LOAD_CONTROL_EVENT:
-                await ep.send("AMI-27", DeclaredType.LOAD_CONTROL_EVENT, message.body, to="esi-1")
-            elif message.message_type == DeclaredType.LOAD_CONTROL_EVENT.response and message.interface == "AMI-27":
-                await ep.send("AMI-12c", DeclaredType.LOAD_CONTROL_EVENT.response, message.body, to="lms-1")
-
-        await fabric.attach(ids["headend-1"], relay)
+        # the AMI head-end relays direct load control: AMI-12c in, AMI-27 to the ESIs, their answers back
+        headend = await HeadEnd.attach(fabric, ids["headend-1"], config=HeadEndConfig(sweep_interval_s=None))
         vens = []
         for name, group in (("ems-1", "f1"), ("ems-2", "f1"), ("ems-5", "f2")):
             tls = ca.issue_tls("customer_ems", name)
@@ -121,6 +115,7 @@ async def test_a_dms_requirement_becomes_openadr_events_and_direct_load_control(
             # direct load control went through the head-end to the ESI, which confirmed m3 (the largest first)
             assert await settle(lambda: lms.stats.dlc_meters_done == 1)
             assert lms.events["req-1-dlc"].dlc_done == ["m3"]
+            assert headend.stats.load_control_forwarded == 1
             esi.tick(start + dt.timedelta(minutes=1))
             assert fleet.in_event.tolist() == [False, False, True, False, False]
             assert not fleet.opted_out.any()

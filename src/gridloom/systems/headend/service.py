@@ -71,6 +71,8 @@ ROLE = "ami_headend"
 FIELD_INTERFACE = "DGM-20"  # concentrators -> head-end
 METER_INTERFACE = "AMI-28"  # head-end -> concentrators
 DATA_INTERFACE = "AMI-10"  # head-end -> MDMS
+LMS_INTERFACE = "AMI-12c"  # LMS -> head-end: direct load control
+HAN_INTERFACE = "AMI-27"  # head-end -> the customers' ESIs
 REQUEST_INTERFACES = ("DGM-19", "DGM-29")  # CIS, MDMS -> head-end
 _SWITCH = (DeclaredType.REMOTE_DISCONNECT, DeclaredType.REMOTE_CONNECT)
 _COLUMNS: dict[str, type[BatchColumns]] = {
@@ -79,6 +81,12 @@ _COLUMNS: dict[str, type[BatchColumns]] = {
     DeclaredType.METER_EVENTS: EventColumns,
 }
 _UNKNOWN_METER = "unknown to this head-end (no concentrator has reported it)"
+
+
+class _LoadControlRef(msgspec.Struct):
+    """The one field of a load-control event or answer the head-end reads; it relays the rest as is."""
+
+    event_id: str
 
 
 @dataclass
@@ -96,6 +104,7 @@ class HeadEndStats:
     on_demand_requests: int = 0
     switch_commands: int = 0
     switch_refused: int = 0
+    load_control_forwarded: int = 0
 
 
 class HeadEnd:
@@ -120,6 +129,7 @@ class HeadEnd:
         self.stats = HeadEndStats()
         self._endpoint: Endpoint | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._load_control_from: dict[str, str] = {}  # load-control event id -> the LMS instance that sent it
 
     @classmethod
     async def attach(
@@ -224,9 +234,40 @@ class HeadEnd:
             await self._on_demand(message)
         elif interface == METER_INTERFACE and kind in {t.response for t in (DeclaredType.ON_DEMAND_READ, *_SWITCH)}:
             await self._answer(message)
+        elif interface == LMS_INTERFACE and kind == DeclaredType.LOAD_CONTROL_EVENT:
+            await self._load_control(message)
+        elif interface == HAN_INTERFACE and kind == DeclaredType.LOAD_CONTROL_EVENT.response:
+            await self._load_control_answer(message)
         else:
             self.stats.unhandled += 1
             log.info("%s: no handler for %s %s from %s", self.instance, interface, kind, message.sender.instance)
+
+    async def _load_control(self, message: Message) -> None:
+        """Direct load control (AMI-12c from the LMS) goes on to the customers' ESIs (AMI-27) as it came;
+        each ESI answers for the meters it serves, and each answer goes back to the LMS that asked."""
+        try:
+            event = decode_body(message.body, _LoadControlRef)
+        except MalformedBody as exc:
+            self.stats.malformed += 1
+            log.warning("%s: dropped a malformed load_control_event from %s: %s", self.instance,
+                        message.sender.instance, exc)  # fmt: skip
+            return
+        self._load_control_from[event.event_id] = message.sender.instance
+        await self.endpoint.send(HAN_INTERFACE, DeclaredType.LOAD_CONTROL_EVENT, message.body, group="esi",
+                                 correlation_id=message.envelope.message_id)  # fmt: skip
+        self.stats.load_control_forwarded += 1
+
+    async def _load_control_answer(self, message: Message) -> None:
+        try:
+            lms = self._load_control_from.get(decode_body(message.body, _LoadControlRef).event_id)
+        except MalformedBody:
+            lms = None
+        if lms is None:
+            self.stats.unhandled += 1
+            log.info("%s: a load-control answer from %s for no event it forwarded", self.instance,
+                     message.sender.instance)  # fmt: skip
+            return
+        await self.endpoint.send(LMS_INTERFACE, DeclaredType.LOAD_CONTROL_EVENT.response, message.body, to=lms)
 
     async def _forward(self, message: Message, kind: DeclaredType) -> None:
         sender = message.sender.instance
