@@ -50,12 +50,14 @@ def build(
     drills: list[dict[str, Any]],
     alarms: list[dict[str, Any]],
     wall_s: dict[str, float],
+    sections: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """``sections``: what plugged-in systems report, by key (they may replace a default section)."""
     summary = simulation.summary
     end = summary.step_at[-1] + dt.timedelta(seconds=STEP_S) if summary.step_at else scenario.time.start
     supplied = summary.substation_wh + summary.generation_mv_wh
     interfaces = interface_rows(fabric, catalog)
-    return {
+    metrics = {
         "schema": SCHEMA,
         "scenario": {
             "name": scenario.name,
@@ -113,6 +115,8 @@ def build(
         "alarms": alarms,
         "wall_s": wall_s,
     }
+    metrics.update(sections or {})
+    return metrics
 
 
 def _r(value: float, digits: int = 3) -> float:

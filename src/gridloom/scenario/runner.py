@@ -57,8 +57,8 @@ from gridloom.grid.profiles import STEP_S
 from gridloom.grid.simulate import ScheduledFault, Simulation, SimulationConfig, StepResult
 from gridloom.grid.territory import build_territory
 from gridloom.scenario import metrics as run_metrics
-from gridloom.scenario.clock import SimulationClock
 from gridloom.scenario.drills import Captured, run_drill
+from gridloom.scenario.plugin import FabricClock, RunContext, SystemPlugin
 from gridloom.scenario.spec import (
     RANDOM_KINDS,
     AttackDrillEvent,
@@ -124,20 +124,6 @@ class RunResult:
         return self.out / "report.html"
 
 
-class FabricClock:
-    """The fabric's simulated clock: it only moves forward, whoever moves it."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self._clock = SimulationClock(start)
-
-    def __call__(self) -> dt.datetime:
-        return self._clock()
-
-    def advance_to(self, at: dt.datetime) -> None:
-        if at > self._clock():
-            self._clock.set(at)
-
-
 @dataclass
 class _Actors:
     headend: HeadEnd
@@ -197,6 +183,8 @@ class Runner:
         self._order = itertools.count()
         self._captured: Captured | None = None
         self.run_id = uuid.uuid4().hex[:10]
+        self.plugins: list[SystemPlugin] = [PLUGINS[s]() for s in scenario.systems if s in PLUGINS]
+        self.context: RunContext | None = None
         self.faults: list[ScheduledFault] = []
 
     # --- the whole run -----------------------------------------------------------------------
@@ -262,6 +250,12 @@ class Runner:
     def _validity(self) -> dt.timedelta:
         return dt.timedelta(days=self.scenario.time.days + 30)
 
+    @property
+    def _ctx(self) -> RunContext:
+        if self.context is None:
+            raise ScenarioError("the run's systems are not started yet")
+        return self.context
+
     def _runs(self, system: str) -> bool:
         return system in self.scenario.systems
 
@@ -312,9 +306,9 @@ class Runner:
             return ca.issue(role, instance, catalog=catalog, clock=clock, validity=validity, save=False)
 
         with self.walls.timing("ami_headend"):
-            headend = await HeadEnd.attach(
-                fabric, issue("ami_headend", "headend-1"), config=HeadEndConfig(sweep_interval_s=None)
-            )
+            subscriptions = tuple(sub for plugin in self.plugins for sub in plugin.headend_subscriptions())
+            config = HeadEndConfig(sweep_interval_s=None, event_subscriptions=subscriptions)
+            headend = await HeadEnd.attach(fabric, issue("ami_headend", "headend-1"), config=config)
         with self.walls.timing("mdms"):
             meters = fleets.meters
             core = Mdms(
@@ -337,9 +331,19 @@ class Runner:
 
             actors.billing_inbox = inbox
             actors.billing_endpoint = await fabric.attach(issue("billing", "billing-1"), keep)
+        self.context = RunContext(
+            scenario=self.scenario, catalog=catalog, fabric=fabric, clock=clock, simulation=simulation,
+            headend=headend, mdms=mdms, network=network, issue=issue, alarm=self._alarm, log=self._log,
+        )  # fmt: skip
+        for plugin in self.plugins:
+            with self.walls.timing(plugin.key):
+                await plugin.start(self.context)
         return actors
 
     async def _stop_actors(self, fabric: Fabric, actors: _Actors) -> None:
+        for plugin in self.plugins:
+            with self.walls.timing(plugin.key):
+                await plugin.stop(self._ctx)
         await actors.network.close()
         await actors.headend.close()
         await fabric.close()
@@ -370,6 +374,9 @@ class Runner:
             clock.advance_to(step.end)
             with self.walls.timing("fabric"):
                 self._queue(actors.network.prepare([*step.collection.event_batches, *step.collection.read_batches]))
+            for plugin in self.plugins:
+                with self.walls.timing(plugin.key):
+                    await plugin.after_step(self._ctx, step)
             if step.end.hour == 0 and step.end.minute == 0 and step_no < total:
                 await self._finish_day(fabric, clock, simulation, actors, final=False)
             # Timeline actions due before the next interval begins.
@@ -416,6 +423,10 @@ class Runner:
                 closed = actors.mdms.core.close_period(day_start, day_end, simulation.fleets.meters.meter_id.tolist())
                 self.closed_periods.append(closed)
                 self._vee_alarms(clock(), closed)
+        if day_end > day_start:
+            for plugin in self.plugins:
+                with self.walls.timing(plugin.key):
+                    await plugin.end_of_day(self._ctx, day_start, day_end)
 
     async def _act(
         self, at: dt.datetime, action: MeterFirmwareEvent | AttackDrillEvent, fabric: Fabric, clock: FabricClock,
@@ -546,8 +557,12 @@ class Runner:
                 for a in sorted(self.alarms, key=lambda a: a.at)
             ],
             wall_s={k: round(v, 3) for k, v in walls.items()},
+            sections={plugin.key: plugin.metrics(self._ctx) for plugin in self.plugins},
         )
 
+
+#: Systems beside the core ones, by catalog actor id: what the runner plugs in when a scenario names them.
+PLUGINS: dict[str, Callable[[], SystemPlugin]] = {}
 
 STORM_DEVICE_KINDS = (DeviceKind.FUSE, DeviceKind.FUSE, DeviceKind.SERVICE_TRANSFORMER, DeviceKind.RECLOSER)
 STORM_REPAIR_S = (3600.0, 4 * 3600.0)  # crews repair each permanent storm fault within 1-4 h
