@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -9,7 +10,7 @@ from gridloom.cli import app
 from gridloom.errors import GridError
 from gridloom.grid.connectivity import DeviceKind, build_connectivity
 from gridloom.grid.networks import load_district
-from gridloom.grid.simulate import ScheduledFault, SimulationConfig, simulate
+from gridloom.grid.simulate import ScheduledFault, Simulation, SimulationConfig, simulate
 from gridloom.grid.territory import build_territory
 
 START = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
@@ -137,3 +138,24 @@ def test_cli_bad_input_is_refused_with_a_hint(args: list[str], message: str) -> 
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_a_load_adjustment_changes_what_the_customers_draw(district) -> None:
+    config = SimulationConfig(customers=600, days=0.25, seed=3)
+    plain = simulate(config, district=district)
+    shed = Simulation(config, district=district)
+    shed.chunk_steps = 1
+    asked: list[dt.datetime] = []
+
+    def minus_100_w_from_3_am(at: dt.datetime) -> np.ndarray | None:
+        asked.append(at)
+        return np.full(600, -100.0) if at.hour >= 3 else None
+
+    shed.load_adjustment = minus_100_w_from_3_am
+    for _ in shed.steps():
+        pass
+    assert len(asked) == 24
+    # 600 customers x 100 W x 3 h less metered (the profiles are the same: same seed)
+    metered_less_wh = plain.metered_net_wh - shed.summary.metered_net_wh
+    assert metered_less_wh == pytest.approx(600 * 100 * 3, rel=0.01)
+    assert shed.summary.customer_p_w[:12] == pytest.approx(plain.customer_p_w[:12])

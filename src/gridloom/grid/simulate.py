@@ -313,6 +313,10 @@ class Simulation:
             faults=results,
         )
         self.total_steps = round(config.days * 86_400 / STEP_S)
+        # Changes to the customers' demand that systems cause (demand response): W per customer of the
+        # territory for the step starting at the given time, or None. Called before each step's power flow;
+        # a caller that needs to react between steps sets ``chunk_steps`` to 1.
+        self.load_adjustment: Callable[[dt.datetime], FloatArray | None] | None = None
         self.summary.seconds["setup"] += time.perf_counter() - began
 
     def steps(self, progress: Callable[[int, int], None] | None = None) -> Iterator[StepResult]:
@@ -357,6 +361,8 @@ class Simulation:
                 energized[s] = state.customer_energized()
                 ev_p = fleets.evs.step(at, STEP_S)
                 load_p[s].reshape(-1)[fleets.ev_customer] += ev_p
+                if self.load_adjustment is not None and (delta := self.load_adjustment(at)) is not None:
+                    load_p[s].reshape(-1)[territory.customer_index] += delta
                 fleets.batteries.step(STEP_S)
                 # PV behind the meter follows volt-var / volt-watt on the last voltage it saw.
                 pv_v = previous_v[:, district.gen_node[fleets.pv_gen]].ravel()
