@@ -307,6 +307,26 @@ def test_queries_select_meters_and_a_half_open_time_range(store: MeterDataStore)
     assert store.reads(start=at(0), end=at(0)).num_rows == 0
 
 
+def test_bulk_readers_get_the_same_rows_unordered_and_only_the_columns_asked(store: MeterDataStore) -> None:
+    store.ingest_reads(reads(meters=4, intervals=8))
+    store.add_versions(_estimate("m002", 15, 7.0))
+    wanted = pa.array(["m003", "m001", "m002"])  # an Arrow array is taken as it is
+    ordered = store.reads(meter_ids=wanted, start=at(15), end=at(90))
+    columns = ["meter_id", "interval_start", "energy_delivered_wh", "version"]
+    loose = store.reads(meter_ids=wanted, start=at(15), end=at(90), columns=columns, ordered=False)
+    assert loose.column_names == columns
+    assert loose.schema == pa.schema([READS_SCHEMA.field(c) for c in columns])
+    assert (
+        sorted(loose.to_pylist(), key=lambda r: (r["meter_id"], r["interval_start"]))
+        == ordered.select(columns).to_pylist()
+    )
+    assert [(r["meter_id"], r["version"]) for r in loose.to_pylist() if r["interval_start"] == at(15)].count(
+        ("m002", 1)
+    ) == 1  # the current version, once
+    with pytest.raises(StoreInputError, match="columns must be"):
+        store.reads(columns=["meter", "interval_start"])
+
+
 def test_as_of_shows_what_an_earlier_bill_saw(store: MeterDataStore, clock: SimClock) -> None:
     store.ingest_reads(reads(meters=1, intervals=2))
     billed_at = clock.now + dt.timedelta(minutes=1)

@@ -47,7 +47,7 @@ VEE_COLUMNS = (
     "quality",
 )
 """What the nightly VEE reads of each stored interval (validation and estimation use no other column)."""
-DEFAULT_MAX_BUFFER_AGE_S = 900.0
+DEFAULT_MAX_BUFFER_AGE_S = 3600.0
 DEFAULT_VEE_CHUNK_METERS = 25_000
 
 log = logging.getLogger(__name__)
