@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gridloom.cli.commands import assess, audit, billing, catalog, greenbutton, grid, mdms, pki, run, scenario
+from gridloom.cli.commands import assess, audit, billing, catalog, greenbutton, grid, mdms, oms, pki, run, scenario
 
 app = typer.Typer(
     name="gridloom",
@@ -17,6 +17,7 @@ app.add_typer(pki.app, name="pki")
 app.add_typer(audit.app, name="audit")
 app.add_typer(grid.app, name="grid")
 app.add_typer(mdms.app, name="mdms")
+app.add_typer(oms.app, name="oms")
 app.add_typer(billing.app, name="billing")
 app.add_typer(greenbutton.app, name="greenbutton")
 app.add_typer(scenario.app, name="scenario")

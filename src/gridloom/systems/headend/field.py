@@ -49,6 +49,7 @@ from gridloom.systems.headend.wire import (
 log = logging.getLogger(__name__)
 
 ROLE = "meter"
+HEADEND_ROLE = "ami_headend"
 FIELD_INTERFACE = "DGM-20"
 METER_INTERFACE = "AMI-28"
 _BATCH_TYPE = {BatchKind.READS: DeclaredType.INTERVAL_READS, BatchKind.EVENTS: DeclaredType.METER_EVENTS}
@@ -101,14 +102,22 @@ class MeterNetwork:
         *,
         headend: str | None = None,
         clock: Clock = utc_now,
+        separate_event_path: bool = False,
     ) -> None:
-        """``headend``: the head-end instance batches go to (None: every head-end, by role)."""
+        """``headend``: the head-end instance batches go to (None: every head-end, by role).
+
+        ``separate_event_path``: event batches go to the head-end role's group subject instead of the
+        head-end's own, so the head-end takes them on a subscription (a consumer) of their own and an
+        outage report never queues behind interval reads (WAS: outage data "should not block"). With
+        several head-end instances each gets the events (the OMS and MDMS keep the latest per meter).
+        """
         if len(concentrators.meter_id) != fleet.n or not np.array_equal(concentrators.meter_id, fleet.meter_id):
             raise HeadEndConfigError("the concentrators must be built for this fleet (Concentrators.for_fleet)")
         self.fleet = fleet
         self.concentrators = concentrators
         self.headend = headend
         self.clock = clock
+        self.separate_event_path = separate_event_path
         self.offline: set[str] = set()  # concentrator ids (or the shared instance) that neither send nor answer
         self.stats = NetworkStats()
         self._endpoints: dict[str, Endpoint] = {}  # concentrator id -> its endpoint
@@ -179,8 +188,14 @@ class MeterNetwork:
             if batch.concentrator_id in self.offline or endpoint.instance in self.offline:
                 self.stats.batches_dropped_offline += 1
                 continue
+            by_group = self.separate_event_path and batch.kind is BatchKind.EVENTS and self.headend is not None
             built = endpoint.build(
-                FIELD_INTERFACE, _BATCH_TYPE[batch.kind], batch.to_records(), to=self.headend, records=len(batch)
+                FIELD_INTERFACE,
+                _BATCH_TYPE[batch.kind],
+                batch.to_records(),
+                to=None if by_group else self.headend,
+                group=HEADEND_ROLE if by_group else None,
+                records=len(batch),
             )
             prepared.append(PreparedBatch(batch.arrives_at_us, endpoint, built, len(batch)))
         return prepared

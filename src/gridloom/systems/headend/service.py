@@ -10,8 +10,8 @@ DGM-20 interval_reads concentrator (role meter)                  learns the rout
 DGM-20 register_reads concentrator                               forwards to the MDMS (AMI-10)
 DGM-20 meter_events   concentrator                               forwards to the MDMS (AMI-10) and subscribers
                                                                  (e.g. OMS on AMI-11), filtered by kind
-DGM-19 on_demand_read CIS                                        AMI-28 on_demand_read to each concentrator, then
-                                                                 ``on_demand_read.response``: the reads, and a
+DGM-19 on_demand_read CIS; AMI-11 from the OMS (outage            AMI-28 on_demand_read to each concentrator, then
+                      verification pings)                        ``on_demand_read.response``: the reads, and a
                                                                  reason per meter that failed or did not answer
                                                                  within ``on_demand_timeout_s``
 DGM-19/DGM-29         CIS / MDMS                                 safeguards (:mod:`.core`), a decision in the
@@ -74,6 +74,7 @@ DATA_INTERFACE = "AMI-10"  # head-end -> MDMS
 LMS_INTERFACE = "AMI-12c"  # LMS -> head-end: direct load control
 HAN_INTERFACE = "AMI-27"  # head-end -> the customers' ESIs
 REQUEST_INTERFACES = ("DGM-19", "DGM-29")  # CIS, MDMS -> head-end
+READ_INTERFACES = ("DGM-19", "AMI-11")  # on-demand reads: CIS (DGM-19), OMS verification pings (AMI-11)
 _SWITCH = (DeclaredType.REMOTE_DISCONNECT, DeclaredType.REMOTE_CONNECT)
 _COLUMNS: dict[str, type[BatchColumns]] = {
     DeclaredType.INTERVAL_READS: ReadColumns,
@@ -230,7 +231,7 @@ class HeadEnd:
             await self._forward(message, DeclaredType(kind))
         elif interface in REQUEST_INTERFACES and kind in _SWITCH:
             await self._switch(message, DeclaredType(kind))
-        elif interface == "DGM-19" and kind == DeclaredType.ON_DEMAND_READ:
+        elif interface in READ_INTERFACES and kind == DeclaredType.ON_DEMAND_READ:
             await self._on_demand(message)
         elif interface == METER_INTERFACE and kind in {t.response for t in (DeclaredType.ON_DEMAND_READ, *_SWITCH)}:
             await self._answer(message)

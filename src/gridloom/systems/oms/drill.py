@@ -26,7 +26,7 @@ import numpy.typing as npt
 from gridloom.devices.comms import CommConfig
 from gridloom.devices.concentrators import ConcentratorBatch, Concentrators
 from gridloom.devices.distributions import Distribution
-from gridloom.devices.meters import MeterConfig, MeterFleet, to_us
+from gridloom.devices.meters import EPOCH, MeterConfig, MeterFleet, to_us
 from gridloom.grid.connectivity import ConnectivityModel, DeviceKind
 from gridloom.grid.faults import FaultState
 from gridloom.grid.protection import Fault, ProtectionResult, ProtectionSettings, simulate_faults
@@ -70,6 +70,7 @@ class OutageField:
         group = np.where(self.payload.meter_transformer >= 0, self.payload.meter_transformer, self.payload.meter_device)
         self.concentrators = Concentrators(ids, config=self.config.comm, group=group)
         self.results: list[ProtectionResult] = []
+        self.premise_outages: list[tuple[int, int, int]] = []  # (meter row, start µs, end µs)
         self._state = FaultState(model, territory.replicas)
 
     @property
@@ -82,13 +83,20 @@ class OutageField:
         self.results.extend(results)
         return results
 
+    def premise_outage(self, meter: int, start: dt.datetime, end: dt.datetime) -> None:
+        """One premise without supply from ``start`` to ``end`` (its own side: the network is fine)."""
+        self.premise_outages.append((int(meter), to_us(start), to_us(end)))
+
     def energized_at(self, at_us: int) -> BoolArray:
         """Supply of every meter at ``at_us`` (operations up to then applied to the normal state)."""
         state = FaultState(self.model, self.territory.replicas)
-        until = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=at_us)
+        until = EPOCH + dt.timedelta(microseconds=at_us)
         for result in self.results:
             result.apply(state, until=until)
         out: BoolArray = state.customer_energized().ravel()[: self.territory.customers]
+        for meter, start, end in self.premise_outages:
+            if start <= at_us < end:
+                out[meter] = False
         return out
 
     def _outage_s(self, s: int, e: int) -> npt.NDArray[np.float64]:
@@ -100,35 +108,41 @@ class OutageField:
             who = gaps.replica * self.n_district + gaps.customer
             keep = (overlap > 0) & (who < self.territory.customers)
             np.add.at(seconds, who[keep], overlap[keep])
+        for meter, start, end in self.premise_outages:
+            seconds[meter] += max(min(end, e) - max(start, s), 0) / _US
         return np.minimum(seconds, (e - s) / _US)
 
-    def event_batches(self, start: dt.datetime, end: dt.datetime) -> list[ConcentratorBatch]:
-        """Meter the intervals in which supply changes and forward their events; batches by arrival."""
+    def change_slots(self, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+        """Starts of the meter intervals in [start, end) in which supply changes (and the ones after)."""
         step = self.config.interval_s * _US
         s0, e0 = to_us(start), to_us(end)
         changes = [to_us(op.at) for result in self.results for op in result.operations]
         for result in self.results:
             gaps = result.interruptions
             changes += gaps.start_us.tolist() + gaps.end_us[gaps.end_us >= 0].tolist()
+        changes += [t for _, begin, stop in self.premise_outages for t in (begin, stop)]
         slots = sorted({(t - s0) // step + k for t in changes if s0 <= t < e0 for k in (0, 1)})
-        n = self.territory.customers
-        ones = np.ones(n)
+        return [EPOCH + dt.timedelta(microseconds=s0 + slot * step) for slot in slots]
+
+    def measure(self, at: dt.datetime) -> list[ConcentratorBatch]:
+        """Meter the interval starting ``at`` and forward its events: the batches that got through."""
+        s = to_us(at)
+        e = s + self.config.interval_s * _US
+        ones = np.ones(self.territory.customers)
+        energized = self.energized_at(e)
+        self.fleet.measure(
+            interval_start_at=at, p_w=ones * 1000.0, q_var=ones * 100.0, voltage_v=ones * 230.0,
+            energized=energized, outage_s=self._outage_s(s, e),
+        )  # fmt: skip
+        return self.concentrators.forward_events(self.fleet.pop_events(), self.rng, energized=energized)
+
+    def event_batches(self, start: dt.datetime, end: dt.datetime) -> list[ConcentratorBatch]:
+        """Meter the intervals in which supply changes and forward their events; batches by arrival."""
         batches: list[ConcentratorBatch] = []
-        measured = self.fleet.measured_until
-        for slot in slots:
-            s = s0 + slot * step
-            if measured is not None and s < to_us(measured):
-                continue
-            e = s + step
-            at = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=s)
-            energized = self.energized_at(e)
-            self.fleet.measure(
-                interval_start_at=at, p_w=ones * 1000.0, q_var=ones * 100.0, voltage_v=ones * 230.0,
-                energized=energized, outage_s=self._outage_s(s, e),
-            )  # fmt: skip
-            events = self.fleet.pop_events()
-            batches += self.concentrators.forward_events(events, self.rng, energized=energized)
+        for at in self.change_slots(start, end):
             measured = self.fleet.measured_until
+            if measured is None or at >= measured:
+                batches += self.measure(at)
         batches.sort(key=lambda b: (b.arrives_at_us, b.concentrator))
         return batches
 
@@ -236,7 +250,8 @@ def score(core: OmsCore, fld: OutageField, results: list[ProtectionResult]) -> D
         keep = who < fld.territory.customers
         if not keep.any() or result.isolating_device < 0:
             continue
-        start = int(gaps.start_us[sustained][keep].min())
+        # the outage began with the fault's first interruption (a reclosing sequence's first trip)
+        start = int(gaps.start_us[np.isin(gaps.replica * n + gaps.customer, who[keep])].min())
         # only customers who had supply when the fault came (another outage may have them already)
         before = fld.energized_at(to_us(result.fault.at) - _US)
         customers = {c for c in who[keep].tolist() if before[c]}
