@@ -69,6 +69,14 @@ class SystemPlugin(Protocol):
 
     async def start(self, ctx: RunContext) -> None: ...
 
+    def due_at(self) -> dt.datetime | None:
+        """When the system next wants the clock (e.g. an evaluation window closing); None: nothing pending."""
+        ...
+
+    async def tick(self, ctx: RunContext) -> None:
+        """The clock reached :meth:`due_at` (the runner moves it there between backhaul arrivals)."""
+        ...
+
     async def after_step(self, ctx: RunContext, step: StepResult) -> None:
         """After each 15-minute step, once the step's batches that arrived in time were delivered."""
         ...

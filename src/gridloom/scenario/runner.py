@@ -391,17 +391,41 @@ class Runner:
             heapq.heappush(self._pending, (batch.arrives_at_us, next(self._order), batch))
 
     async def _deliver_until(self, fabric: Fabric, clock: FabricClock, actors: _Actors, until: dt.datetime) -> None:
-        """Publish every batch that reaches the head-end before ``until``, at its own arrival time."""
+        """Publish every batch that reaches the head-end before ``until``, at its own arrival time; in between,
+        move the clock to every moment a plugged-in system asked for (:meth:`SystemPlugin.due_at`)."""
         limit = round(until.timestamp() * _US)
         pending = self._pending
-        while pending and pending[0][0] <= limit:
-            arrives_us, _, batch = heapq.heappop(pending)
+        ticked: set[tuple[int, str]] = set()  # a system still due at the same moment after its tick waits
+        while True:
+            arrives_us = pending[0][0] if pending else None
+            due = self._next_due()
+            if due is not None and (due[0], due[1].key) in ticked:
+                due = None
+            if due is not None and due[0] <= limit and (arrives_us is None or due[0] < arrives_us):
+                due_us, plugin = due
+                ticked.add((due_us, plugin.key))
+                clock.advance_to(dt.datetime.fromtimestamp(due_us / _US, dt.UTC))
+                with self.walls.timing(plugin.key):
+                    await plugin.tick(self._ctx)
+                    await fabric.transport.drain()
+                continue
+            if arrives_us is None or arrives_us > limit:
+                return
+            _, _, batch = heapq.heappop(pending)
             clock.advance_to(dt.datetime.fromtimestamp(arrives_us / _US, dt.UTC))
             with self.walls.timing("fabric"):
                 await actors.network.deliver([batch])
                 await fabric.transport.drain()
             subject, frame, _ = batch.built[0]
             self._captured = Captured(subject, frame)  # what an attacker on the backhaul could have kept
+
+    def _next_due(self) -> tuple[int, SystemPlugin] | None:
+        """The earliest time a plugged-in system asked for (µs), and which system; never before now."""
+        if self.context is None:
+            return None
+        now_us = round(self.context.clock().timestamp() * _US)
+        dues = [(max(round(at.timestamp() * _US), now_us), p) for p in self.plugins if (at := p.due_at()) is not None]
+        return min(dues, key=lambda d: d[0]) if dues else None
 
     async def _finish_day(
         self, fabric: Fabric, clock: FabricClock, simulation: Simulation, actors: _Actors, *, final: bool
