@@ -50,7 +50,7 @@ def test_default_scenario_is_the_documented_clean_day() -> None:
     assert s.name == "default"
     assert (s.grid.district, s.grid.customers, s.seed) == ("1-MVLV-rural-all-0-sw", 3000, 1)
     assert (s.time.start, s.end, s.time.steps) == (DAY1, DAY1 + dt.timedelta(days=1), 96)
-    assert s.systems == ("ami_headend", "mdms", "cis", "billing")
+    assert s.systems == ("ami_headend", "mdms", "cis", "billing", "oms")
     schedule = [(at.strftime("%H:%M"), event) for at, event in s.schedule()]
     assert [(t, e.kind) for t, e in schedule] == [("06:00", "meter_firmware"), ("10:07", "fault"), ("14:03", "fault")]
     firmware, fuse, recloser = (e for _, e in schedule)
@@ -197,7 +197,7 @@ def test_bad_durations_say_how_to_write_one(bad: object) -> None:
             id="unknown tariff",
         ),
         pytest.param("customers:\n  ev_share: 1.5\n", 2, "customers.ev_share", "less than or equal to 1", id="share"),
-        pytest.param("systems: [ami_headend, mdms, cis, oms]\n", 1, "systems[3]", "not built yet (issue 7)", id="oms"),
+        pytest.param("systems: [oms]\n", 1, "systems[0]", "oms needs ami_headend", id="oms needs head-end"),
         pytest.param("systems:\n  - ami_headend\n  - DRMS\n", 3, "systems[1]", "not built yet (issue 8)", id="drms"),
         pytest.param("systems: [ami_headend, mdsm]\n", 1, "systems[1]", "did you mean mdms", id="unknown system"),
         pytest.param(

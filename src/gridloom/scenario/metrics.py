@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from gridloom.systems.mdms.service import ClosedPeriod, MdmsActor
 
 SCHEMA = 1
-FIELD_ROLES = ("meter",)  # the field network always runs: meters and their concentrators
 _US = 1_000_000
 
 
@@ -108,7 +107,7 @@ def build(
         "outages": outage_metrics(simulation, end),
         "demand_response": {"implemented": False, "events": []},
         "interfaces": interfaces,
-        "unimplemented_interfaces": unimplemented(catalog, scenario.systems),
+        "unimplemented_interfaces": unimplemented(catalog, {e.role for e in fabric.endpoints.values()}),
         "rejections": dict(sorted(fabric.stats.total_rejections().items())),
         "drills": drills,
         "timeline": sorted(timeline, key=lambda e: e["at"]),
@@ -148,7 +147,8 @@ def ami_metrics(
         "reads_duplicate": mdms.duplicates,
         "reads_estimated": estimated,
         "completeness_delivered": _r(summary.reads_delivered / expected, 5) if expected else 0.0,
-        "completeness_after_vee": _r(min(stored + estimated, expected) / expected, 5) if expected else 0.0,
+        # after the nightly VEE, what is missing is what it could not estimate
+        "completeness_after_vee": _r(1 - sum(c.unestimated for c in closed) / expected, 5) if expected else 0.0,
         "register_reads": mdms.core.store.count("register_reads"),
         "events_offered": dict(sorted(summary.events_offered.items())),
         "events_delivered": dict(sorted(summary.events_delivered.items())),
@@ -304,9 +304,8 @@ def interface_rows(fabric: Fabric, catalog: Catalog) -> list[dict[str, Any]]:
     return rows
 
 
-def unimplemented(catalog: Catalog, systems: Sequence[str]) -> list[dict[str, Any]]:
-    """Interfaces of the seed no running gridloom system speaks yet (declared messages between running actors)."""
-    running = {*systems, *FIELD_ROLES}
+def unimplemented(catalog: Catalog, running: set[str]) -> list[dict[str, Any]]:
+    """Interfaces of the seed no gridloom system of the run speaks (declared messages between ``running`` roles)."""
     out = []
     for interface in catalog:
         if interface.status is not InterfaceStatus.DEFINED:

@@ -549,6 +549,56 @@ def _outages(m: Mapping[str, Any]) -> list[str]:
         *(f"<dt>{name}</dt><dd>{text}</dd>" for _, name, _, text in INDEX_DEFINITIONS),
         "</dl>",
     ]
+    return out + _oms(m)
+
+
+def _oms(m: Mapping[str, Any]) -> list[str]:
+    """What the OMS detected from the meters' last gasps, beside what protection did (above)."""
+    oms = _map(m.get("oms"))
+    if not oms:
+        return ["<h3>Outage management</h3>", '<p class="dim">No OMS ran in this scenario (systems: oms).</p>']
+    records = [_map(r) for r in _list(oms.get("outages"))]
+    delay = _map(oms.get("detection_delay_s"))
+    out = [
+        "<h3>What the OMS saw</h3>",
+        f"<p>From {_int(_map(oms.get('events')).get('last_gasps'))} last gasps and "
+        f"{_int(_map(oms.get('events')).get('restores'))} power restores (through the head-end, AMI-11) and "
+        f"{_int(_map(oms.get('pings')).get('meters'))} meters pinged: {_plural(len(records), 'outage')}, mean "
+        f"detection delay {_duration(delay.get('mean'))}; {_int(oms.get('work_orders'))} work orders to the field "
+        f"crews (AMI-18), {_int(oms.get('restoration_estimates'))} restoration estimates to customers (DGM-27).</p>",
+    ]
+    if records:
+        shown, more = _cut(records)
+        rows = [
+            (
+                _text(r.get("predicted_device")),
+                _text(r.get("device_kind"), ""),
+                _time(r.get("start")),
+                _time(r.get("detected_at")),
+                _time(r.get("end")) if r.get("end") else '<span class="fail">open</span>',
+                _int(r.get("customers")),
+                _fixed(r.get("confidence"), 2),
+                _text(r.get("status")),
+            )
+            for r in shown
+        ]
+        columns = (
+            ("located at", False), ("kind", False), ("start (UTC)", False), ("detected (UTC)", False),
+            ("restored (UTC)", False), ("customers", True), ("confidence", True), ("status", False),
+        )  # fmt: skip
+        out += [*_table(columns, rows), more]
+    indices = _map(oms.get("indices"))
+    if indices:
+        keys = (("saifi", "SAIFI", ""), ("saidi_min", "SAIDI", "min"), ("caidi_min", "CAIDI", "min"),
+                ("maifi", "MAIFI", ""))  # fmt: skip
+        out += [
+            '<p class="small">The OMS\'s indices, from its own records (meters send no last gasp for an '
+            "interruption shorter than a few seconds, so the OMS's MAIFI misses what only protection saw):</p>",
+            *_table(
+                (("index", False), ("value", True), ("unit", False)),
+                [(name, _fixed(indices.get(key), 3), unit) for key, name, unit in keys],
+            ),
+        ]
     return out
 
 

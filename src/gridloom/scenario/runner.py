@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from gridloom.catalog import Catalog, load_catalog
+from gridloom.devices.concentrators import ConcentratorBatch
 from gridloom.errors import ScenarioError
 from gridloom.fabric import (
     AuditLog,
@@ -58,6 +59,7 @@ from gridloom.grid.simulate import ScheduledFault, Simulation, SimulationConfig,
 from gridloom.grid.territory import build_territory
 from gridloom.scenario import metrics as run_metrics
 from gridloom.scenario.drills import Captured, run_drill
+from gridloom.scenario.outages import OutagePlugin
 from gridloom.scenario.plugin import FabricClock, RunContext, SystemPlugin
 from gridloom.scenario.spec import (
     RANDOM_KINDS,
@@ -81,6 +83,8 @@ from gridloom.systems.mdms.service import ClosedPeriod, Mdms, MdmsActor, reads_t
 
 _US = 1_000_000
 USAGE_ROWS_PER_REQUEST = 500_000  # per AMI-24 answer; fewer where the transport limits a frame's size
+MIDNIGHT = dt.time(0, 0)
+NIGHTLY_VEE_AT = dt.time(1, 0)  # the MDMS closes yesterday one hour after midnight
 USAGE_BYTES_PER_ROW = 100  # an answer's encoded size per row, with room to spare
 
 
@@ -179,9 +183,11 @@ class Runner:
         self.closed_periods: list[ClosedPeriod] = []
         self.billing: list[BillingRun] = []
         self.interrupted = False
+        self._outbox: list[tuple[int, int, ConcentratorBatch]] = []  # (sent_at_us, order, batch) heap
         self._pending: list[tuple[int, int, PreparedBatch]] = []  # (arrives_at_us, order, batch) heap
         self._order = itertools.count()
         self._captured: Captured | None = None
+        self._register_reads_at: set[dt.datetime] = set()
         self.run_id = uuid.uuid4().hex[:10]
         self.plugins: list[SystemPlugin] = [PLUGINS[s]() for s in scenario.systems if s in PLUGINS]
         self.context: RunContext | None = None
@@ -217,7 +223,7 @@ class Runner:
                     self._alarm(
                         clock(), "warning", "runner", "run interrupted (Ctrl-C): stopped, keeping what was stored"
                     )
-                await self._finish_day(fabric, clock, simulation, actors, final=True)
+                await self._finish(fabric, clock, simulation, actors)
                 if self._runs("billing") and not self.interrupted:
                     self.billing = await self._bill(fabric, simulation, actors, self._cis(simulation))
                 metrics = self._metrics(fabric, simulation, actors)
@@ -370,15 +376,16 @@ class Runner:
             if not done_faults:
                 self._log_faults(simulation)
                 done_faults = True
-            await self._deliver_until(fabric, clock, actors, step.end)
-            clock.advance_to(step.end)
-            with self.walls.timing("fabric"):
-                self._queue(actors.network.prepare([*step.collection.event_batches, *step.collection.read_batches]))
+            self._hand_over([*step.collection.event_batches, *step.collection.read_batches])
+            await self._advance(fabric, clock, actors, step.end)
             for plugin in self.plugins:
                 with self.walls.timing(plugin.key):
                     await plugin.after_step(self._ctx, step)
-            if step.end.hour == 0 and step.end.minute == 0 and step_no < total:
-                await self._finish_day(fabric, clock, simulation, actors, final=False)
+            if step.end.time() == MIDNIGHT and step_no < total:
+                await self._register_reads(fabric, actors, step.end)
+            if step.end.time() == NIGHTLY_VEE_AT and step.end - self.scenario.time.start > dt.timedelta(days=1):
+                # late reads of yesterday are in by now (the backhaul's delays are minutes)
+                await self._nightly_vee(clock, simulation, actors, step.end.replace(hour=0, minute=0))
             # Timeline actions due before the next interval begins.
             while timeline and timeline[0][0] <= step.end:
                 at, event = timeline.pop(0)
@@ -386,38 +393,54 @@ class Runner:
             self._report_progress(fabric, step, step_no, total)
             await asyncio.sleep(0)  # a cancellation (Ctrl-C) lands here, between steps
 
-    def _queue(self, prepared: list[PreparedBatch]) -> None:
-        for batch in prepared:
-            heapq.heappush(self._pending, (batch.arrives_at_us, next(self._order), batch))
+    def _hand_over(self, batches: list[ConcentratorBatch]) -> None:
+        """The concentrators' batches of a step, to be sent when each concentrator sends it (:meth:`_advance`)."""
+        for batch in batches:
+            heapq.heappush(self._outbox, (batch.sent_at_us, next(self._order), batch))
 
-    async def _deliver_until(self, fabric: Fabric, clock: FabricClock, actors: _Actors, until: dt.datetime) -> None:
-        """Publish every batch that reaches the head-end before ``until``, at its own arrival time; in between,
-        move the clock to every moment a plugged-in system asked for (:meth:`SystemPlugin.due_at`)."""
+    async def _advance(self, fabric: Fabric, clock: FabricClock, actors: _Actors, until: dt.datetime) -> None:
+        """Move the clock to ``until`` through everything that happens before it, in time order: a concentrator
+        sends a batch (signed and encrypted then), the backhaul delivers one (published then, so DGM-20's latency
+        is the backhaul's delay), a plugged-in system asked for the clock (:meth:`SystemPlugin.due_at`)."""
         limit = round(until.timestamp() * _US)
-        pending = self._pending
+        outbox, pending = self._outbox, self._pending
         ticked: set[tuple[int, str]] = set()  # a system still due at the same moment after its tick waits
         while True:
+            sends_us = outbox[0][0] if outbox else None
             arrives_us = pending[0][0] if pending else None
             due = self._next_due()
             if due is not None and (due[0], due[1].key) in ticked:
                 due = None
-            if due is not None and due[0] <= limit and (arrives_us is None or due[0] < arrives_us):
+            first = min((t for t in (sends_us, arrives_us, due[0] if due else None) if t is not None), default=None)
+            if first is None or first > limit:
+                clock.advance_to(until)
+                return
+            clock.advance_to(dt.datetime.fromtimestamp(first / _US, dt.UTC))
+            if sends_us == first:
+                with self.walls.timing("fabric"):
+                    for prepared in actors.network.prepare([heapq.heappop(outbox)[2]]):
+                        heapq.heappush(pending, (prepared.arrives_at_us, next(self._order), prepared))
+            elif arrives_us == first:
+                _, _, batch = heapq.heappop(pending)
+                with self.walls.timing("fabric"):
+                    await actors.network.deliver([batch])
+                    await fabric.transport.drain()
+                subject, frame, _ = batch.built[0]
+                self._captured = Captured(subject, frame)  # what an attacker on the backhaul could have kept
+            elif due is not None:
                 due_us, plugin = due
                 ticked.add((due_us, plugin.key))
-                clock.advance_to(dt.datetime.fromtimestamp(due_us / _US, dt.UTC))
                 with self.walls.timing(plugin.key):
                     await plugin.tick(self._ctx)
                     await fabric.transport.drain()
-                continue
-            if arrives_us is None or arrives_us > limit:
-                return
-            _, _, batch = heapq.heappop(pending)
-            clock.advance_to(dt.datetime.fromtimestamp(arrives_us / _US, dt.UTC))
-            with self.walls.timing("fabric"):
-                await actors.network.deliver([batch])
-                await fabric.transport.drain()
-            subject, frame, _ = batch.built[0]
-            self._captured = Captured(subject, frame)  # what an attacker on the backhaul could have kept
+
+    def _last_arrival(self, clock: FabricClock) -> dt.datetime:
+        """When the last batch still on its way arrives (everything sent is delivered at the end of a run)."""
+        latest = max(
+            [clock(), *(dt.datetime.fromtimestamp(b.arrives_at_us / _US, dt.UTC) for _, _, b in self._outbox),
+             *(dt.datetime.fromtimestamp(t / _US, dt.UTC) for t, _, _ in self._pending)]
+        )  # fmt: skip
+        return latest + dt.timedelta(minutes=5)  # and what the systems do with it
 
     def _next_due(self) -> tuple[int, SystemPlugin] | None:
         """The earliest time a plugged-in system asked for (µs), and which system; never before now."""
@@ -427,30 +450,36 @@ class Runner:
         dues = [(max(round(at.timestamp() * _US), now_us), p) for p in self.plugins if (at := p.due_at()) is not None]
         return min(dues, key=lambda d: d[0]) if dues else None
 
-    async def _finish_day(
-        self, fabric: Fabric, clock: FabricClock, simulation: Simulation, actors: _Actors, *, final: bool
-    ) -> None:
-        """Midnight (or the end): late batches in, register reads, the MDMS's nightly VEE of the day."""
-        now = clock()
-        if final:  # everything still on its way arrives
-            await self._deliver_until(fabric, clock, actors, dt.datetime.max.replace(tzinfo=dt.UTC))
-        day_end = simulation.fleets.meters.measured_until or now
+    async def _register_reads(self, fabric: Fabric, actors: _Actors, at: dt.datetime) -> None:
+        """At midnight the meters send their register reads (the VEE checks the day's intervals against them)."""
+        if at in self._register_reads_at:
+            return
+        self._register_reads_at.add(at)
         with self.walls.timing("fabric"):
-            await actors.network.send_register_reads(day_end)
+            await actors.network.send_register_reads(at)
             await fabric.transport.drain()
-        with self.walls.timing("mdms"):
-            await actors.mdms.flush()
-            day_start = max(self.scenario.time.start, day_end - dt.timedelta(days=1))
-            if final and self.closed_periods:
-                day_start = max(day_start, self.closed_periods[-1].end)
-            if day_end > day_start:
-                closed = actors.mdms.core.close_period(day_start, day_end, simulation.fleets.meters.meter_id.tolist())
-                self.closed_periods.append(closed)
-                self._vee_alarms(clock(), closed)
-        if day_end > day_start:
+
+    async def _nightly_vee(self, clock: FabricClock, simulation: Simulation, actors: _Actors, end: dt.datetime) -> None:
+        """The MDMS validates and estimates the days up to ``end`` it has not closed yet, one day at a time."""
+        start = self.closed_periods[-1].end if self.closed_periods else self.scenario.time.start
+        while start < end:
+            stop = min(end, start + dt.timedelta(days=1))
+            with self.walls.timing("mdms"):
+                await actors.mdms.flush()
+                closed = actors.mdms.core.close_period(start, stop, simulation.fleets.meters.meter_id.tolist())
+            self.closed_periods.append(closed)
+            self._vee_alarms(clock(), closed)
             for plugin in self.plugins:
                 with self.walls.timing(plugin.key):
-                    await plugin.end_of_day(self._ctx, day_start, day_end)
+                    await plugin.end_of_day(self._ctx, start, stop)
+            start = stop
+
+    async def _finish(self, fabric: Fabric, clock: FabricClock, simulation: Simulation, actors: _Actors) -> None:
+        """The end of the run (or Ctrl-C): what is still on its way arrives; the last days are validated."""
+        await self._advance(fabric, clock, actors, self._last_arrival(clock))
+        end = simulation.fleets.meters.measured_until or self.scenario.time.start
+        await self._register_reads(fabric, actors, end)
+        await self._nightly_vee(clock, simulation, actors, end)
 
     async def _act(
         self, at: dt.datetime, action: MeterFirmwareEvent | AttackDrillEvent, fabric: Fabric, clock: FabricClock,
@@ -586,7 +615,7 @@ class Runner:
 
 
 #: Systems beside the core ones, by catalog actor id: what the runner plugs in when a scenario names them.
-PLUGINS: dict[str, Callable[[], SystemPlugin]] = {}
+PLUGINS: dict[str, Callable[[], SystemPlugin]] = {"oms": OutagePlugin}
 
 STORM_DEVICE_KINDS = (DeviceKind.FUSE, DeviceKind.FUSE, DeviceKind.SERVICE_TRANSFORMER, DeviceKind.RECLOSER)
 STORM_REPAIR_S = (3600.0, 4 * 3600.0)  # crews repair each permanent storm fault within 1-4 h

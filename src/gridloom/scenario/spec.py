@@ -59,12 +59,16 @@ from gridloom.systems.cis.tariffs import default_tariffs
 Loc = tuple[str | int, ...]
 
 #: Systems the runner can run (catalog actor ids), and what each needs beside it.
-IMPLEMENTED_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms", "cis", "billing")
-SYSTEM_NEEDS: dict[str, tuple[str, ...]] = {"mdms": ("ami_headend",), "billing": ("mdms", "cis")}
+IMPLEMENTED_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms", "cis", "billing", "oms")
+SYSTEM_NEEDS: dict[str, tuple[str, ...]] = {
+    "mdms": ("ami_headend",),
+    "billing": ("mdms", "cis"),
+    "oms": ("ami_headend",),
+}
 #: The field network always runs, and its meters report through these.
 CORE_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms")
 #: Catalogued systems that are planned, with the issue that builds them.
-PLANNED_SYSTEMS: dict[str, int] = {"oms": 7, "lms": 8}
+PLANNED_SYSTEMS: dict[str, int] = {"lms": 8}
 ATTACKS: tuple[str, ...] = ("replay", "tampered", "forged_identity", "unauthorised_command", "disconnect_flood")
 STEP_S = 900.0  # the SimBench load and generation profiles are 15-minute series
 
