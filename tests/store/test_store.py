@@ -327,6 +327,23 @@ def test_bulk_readers_get_the_same_rows_unordered_and_only_the_columns_asked(sto
         store.reads(columns=["meter", "interval_start"])
 
 
+@pytest.mark.parametrize("versions", ["current", "all"])
+def test_meter_ids_can_come_back_dictionary_encoded(store: MeterDataStore, versions: str) -> None:
+    store.ingest_reads(reads(meters=4, intervals=8))
+    store.add_versions(_estimate("m002", 15, 7.0))
+    wanted = ["m003", "m001", "m002", "m001", "nobody"]
+    plain = store.reads(meter_ids=wanted, versions=versions)  # type: ignore[arg-type]
+    coded = store.reads(meter_ids=wanted, versions=versions, dictionary=True, ordered=False)  # type: ignore[arg-type]
+    column = coded.column("meter_id")
+    assert pa.types.is_dictionary(column.type)
+    assert sorted(column.chunk(0).dictionary.to_pylist()) == ["m001", "m002", "m003", "nobody"]
+    decoded = coded.set_column(0, "meter_id", column.cast(pa.string()))
+    key = ["meter_id", "interval_start", "version"]
+    assert sorted(decoded.to_pylist(), key=lambda r: [r[k] for k in key]) == plain.to_pylist()
+    with pytest.raises(StoreInputError, match="dictionary=True needs meter_ids"):
+        store.reads(dictionary=True)
+
+
 def test_as_of_shows_what_an_earlier_bill_saw(store: MeterDataStore, clock: SimClock) -> None:
     store.ingest_reads(reads(meters=1, intervals=2))
     billed_at = clock.now + dt.timedelta(minutes=1)

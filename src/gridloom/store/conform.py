@@ -9,6 +9,7 @@ offending row (0-based). Nothing here loops over rows in Python.
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -149,7 +150,10 @@ def first_occurrences(table: pa.Table, key: Sequence[str]) -> tuple[pa.Table, in
         return table, 0
     columns = [table.column(k) for k in key]
     swapped = [columns[1], columns[0], *columns[2:]] if len(columns) > 1 else None
-    if _strictly_increasing(columns) or (swapped is not None and _strictly_increasing(swapped)):
+    orders = [columns, *([swapped] if swapped is not None else [])]
+    # The order a sample already contradicts is not tried in full (a time-major batch is not meter-major).
+    orders.sort(key=lambda order: not _sample_increasing(order))
+    if any(_strictly_increasing(order) for order in orders):
         return table, 0
     keys = pa.table({f"k{i}": c for i, c in enumerate(columns)})
     order = pc.sort_indices(keys, sort_keys=[(f"k{i}", "ascending") for i in range(len(columns))])
@@ -161,6 +165,14 @@ def first_occurrences(table: pa.Table, key: Sequence[str]) -> tuple[pa.Table, in
     keep[1:] = ~same
     kept = order.to_numpy()[keep]
     return table.take(pa.array(kept)), n - int(kept.size)
+
+
+def _sample_increasing(columns: Sequence[pa.ChunkedArray], size: int = 64) -> bool:
+    """Whether ``size`` rows spread over the table are in increasing order (a cheap first look)."""
+    n = len(columns[0])
+    at = pa.array(np.linspace(0, n - 1, min(size, n)).astype(np.int64))
+    rows = list(zip(*(column.take(at).to_pylist() for column in columns), strict=True))
+    return all(a <= b for a, b in itertools.pairwise(rows))
 
 
 def _strictly_increasing(columns: Sequence[pa.ChunkedArray]) -> bool:

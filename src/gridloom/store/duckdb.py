@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from gridloom.errors import StoreConflict, StoreError, StoreInputError, StoreUnavailable
@@ -96,7 +97,9 @@ class DuckDBStore(MeterDataStore):
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(self.path)
+            # Every query that needs an order says ORDER BY; without the promise of insertion order,
+            # an ingest's anti-join runs its insert on every thread (measured: 2.3 -> 2.0 s for 9 M reads).
+            self._con = duckdb.connect(self.path, config={"preserve_insertion_order": False})
         except (OSError, duckdb.Error) as exc:
             raise StoreUnavailable(f"cannot open the DuckDB store {self.path}: {exc}") from exc
         try:
@@ -249,13 +252,17 @@ class DuckDBStore(MeterDataStore):
 
     # --- reads --------------------------------------------------------------------------------
 
-    def _select_reads(self, filters: Filters, versions: Versions, names: Sequence[str], ordered: bool) -> pa.Table:
-        where, params = _where(READS, filters, "r")
-        columns = ", ".join(f"r.{c}" for c in names)
+    def _select_reads(
+        self, filters: Filters, versions: Versions, names: Sequence[str], ordered: bool, meter_index: bool
+    ) -> pa.Table:
+        # With meter_index, a join with the ids asked for both selects the meters and numbers them.
+        where, params = _where(READS, filters, "r", meters=not meter_index)
+        columns = ", ".join("m.meter_index AS meter_id" if c == "meter_id" and meter_index else f"r.{c}" for c in names)
+        index = "JOIN _gl_meters m ON m.meter_id = r.meter_id" if meter_index else ""
         if versions == "current":
             inner, _ = _where(READS, filters, "t")
             sql = f"""
-                SELECT {columns} FROM reads r
+                SELECT {columns} FROM reads r {index}
                 LEFT JOIN (
                     SELECT t.meter_id, t.interval_start, max(t.version) AS v FROM reads t
                     WHERE t.version > 0 AND {inner} GROUP BY t.meter_id, t.interval_start
@@ -266,7 +273,7 @@ class DuckDBStore(MeterDataStore):
         else:
             only = " AND r.version = 0" if versions == "original" else ""
             order = " ORDER BY r.meter_id, r.interval_start, r.version" if ordered else ""
-            sql = f"SELECT {columns} FROM reads r WHERE {where}{only}{order}"
+            sql = f"SELECT {columns} FROM reads r {index} WHERE {where}{only}{order}"
         return self._query(sql, params, filters)
 
     def _select(self, spec: TableSpec, filters: Filters) -> pa.Table:
@@ -278,7 +285,10 @@ class DuckDBStore(MeterDataStore):
     def _query(self, sql: str, params: dict[str, Any], filters: Filters) -> pa.Table:
         tables = {}
         if filters.meter_ids is not None:
-            tables["_gl_meters"] = pa.table({"meter_id": filters.meter_ids})
+            n = len(filters.meter_ids)
+            tables["_gl_meters"] = pa.table(
+                {"meter_id": filters.meter_ids, "meter_index": pa.array(np.arange(n, dtype=np.int32))}
+            )
         if filters.kinds is not None:
             tables["_gl_kinds"] = pa.table({"kind": filters.kinds})
         with self._lock, self._errors(), self._arrow(**tables):
@@ -290,12 +300,14 @@ class DuckDBStore(MeterDataStore):
         return int(rows[0][0]) if rows else 0
 
 
-def _where(spec: TableSpec, filters: Filters, alias: str) -> tuple[str, dict[str, Any]]:
-    """A WHERE clause for ``filters`` on table alias ``alias``, with its named parameters."""
+def _where(spec: TableSpec, filters: Filters, alias: str, *, meters: bool = True) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause for ``filters`` on table alias ``alias``, with its named parameters (``meters=False``:
+    the query joins the meters itself; only their range is added, for pruning)."""
     clauses = ["TRUE"]
     params: dict[str, Any] = {}
     if filters.meter_ids is not None:
-        clauses.append(f"{alias}.meter_id IN (SELECT meter_id FROM _gl_meters)")
+        if meters:
+            clauses.append(f"{alias}.meter_id IN (SELECT meter_id FROM _gl_meters)")
         if (bounds := filters.meter_range) is not None:  # lets zone maps skip row groups of other meters
             clauses.append(f"{alias}.meter_id BETWEEN $first_meter AND $last_meter")
             params.update(first_meter=bounds[0], last_meter=bounds[1])

@@ -278,14 +278,23 @@ class PostgresStore(MeterDataStore):
 
     # --- reads --------------------------------------------------------------------------------
 
-    def _select_reads(self, filters: Filters, versions: Versions, names: Sequence[str], ordered: bool) -> pa.Table:
+    def _select_reads(
+        self, filters: Filters, versions: Versions, names: Sequence[str], ordered: bool, meter_index: bool
+    ) -> pa.Table:
         reads = self._names["reads"]
         where, params = _where(READS, filters, "r")
-        columns = ", ".join(f"r.{c}" for c in names)
+        columns = ", ".join(
+            "(m.meter_index - 1)::integer AS meter_id" if c == "meter_id" and meter_index else f"r.{c}" for c in names
+        )
+        index = (
+            "JOIN unnest(%(meters)s::text[]) WITH ORDINALITY AS m(meter_id, meter_index) ON m.meter_id = r.meter_id"
+            if meter_index
+            else ""
+        )
         if versions == "current":
             inner, _ = _where(READS, filters, "t")
             statement = f"""
-                SELECT {columns} FROM {reads} r
+                SELECT {columns} FROM {reads} r {index}
                 LEFT JOIN (
                     SELECT t.meter_id, t.interval_start, max(t.version) AS v FROM {reads} t
                     WHERE t.version > 0 AND {inner} GROUP BY t.meter_id, t.interval_start
@@ -296,8 +305,9 @@ class PostgresStore(MeterDataStore):
         else:
             only = " AND r.version = 0" if versions == "original" else ""
             order = " ORDER BY r.meter_id, r.interval_start, r.version" if ordered else ""
-            statement = f"SELECT {columns} FROM {reads} r WHERE {where}{only}{order}"
-        return self._read(statement, params, pa.schema([READS_SCHEMA.field(c) for c in names]))
+            statement = f"SELECT {columns} FROM {reads} r {index} WHERE {where}{only}{order}"
+        fields = [pa.field(c, pa.int32()) if c == "meter_id" and meter_index else READS_SCHEMA.field(c) for c in names]
+        return self._read(statement, params, pa.schema(fields))
 
     def _select(self, spec: TableSpec, filters: Filters) -> pa.Table:
         where, params = _where(spec, filters, "r")

@@ -105,6 +105,11 @@ def conform_reads(
     for f in schema:
         if f.name in reads.column_names:
             col = reads.column(f.name)
+            if columns is not None and f.name == "meter_id" and _is_text_dictionary(col.type):
+                # Kept encoded (a store's bulk read): VEE wants codes, not text.
+                schema = schema.set(schema.get_field_index("meter_id"), pa.field("meter_id", col.type))
+                columns_out.append(col)
+                continue
             try:
                 columns_out.append(col if col.type == f.type else col.cast(f.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -154,6 +159,25 @@ def qualities(table: pa.Table) -> U32Array:
     return np.asarray(col.to_numpy(), dtype=np.uint32)
 
 
+def _is_text_dictionary(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_dictionary(kind)) and bool(
+        pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)
+    )
+
+
+def _dictionary_parts(column: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, IntArray]:
+    """A dictionary-encoded column as (one dictionary, every row's index into it)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if not chunks:
+        return pa.array([], pa.string()), np.zeros(0, np.int64)
+    dictionary = chunks[0].dictionary
+    if any(c.dictionary is not dictionary and not c.dictionary.equals(dictionary) for c in chunks[1:]):
+        chunks = pa.chunked_array(chunks).unify_dictionaries().chunks
+        dictionary = chunks[0].dictionary
+    indices = [np.asarray(c.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64) for c in chunks]
+    return dictionary.cast(pa.string()), np.concatenate(indices) if len(indices) > 1 else indices[0]
+
+
 # ---------------------------------------------------------------------------------------- meter codes
 class MeterCodes:
     """One int code per meter id, ids in sorted order (so keys sort like (meter_id, time))."""
@@ -185,26 +209,32 @@ class MeterCodes:
 
         One hash pass over the (long) column, where ``of`` and ``codes`` would take two.
         """
-        encoded = pc.dictionary_encode(column.cast(pa.string()))
-        chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
-        if not chunks:
-            codes = cls._sorted([pc.unique(c) for c in others])
-            return codes, np.zeros(0, np.int64)
-        # A chunked column shares one dictionary, every chunk's a prefix of the last one's.
-        dictionary = chunks[-1].dictionary
-        if any(len(c.dictionary) != len(dictionary) for c in chunks):
-            chunks = pa.chunked_array(chunks).unify_dictionaries().chunks
+        if _is_text_dictionary(column.type):
+            dictionary, indices = _dictionary_parts(column)
+        else:
+            encoded = pc.dictionary_encode(column.cast(pa.string()))
+            chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+            if not chunks:
+                return cls._sorted([pc.unique(c) for c in others]), np.zeros(0, np.int64)
+            # A chunked column shares one dictionary, every chunk's a prefix of the last one's.
             dictionary = chunks[-1].dictionary
+            if any(len(c.dictionary) != len(dictionary) for c in chunks):
+                chunks = pa.chunked_array(chunks).unify_dictionaries().chunks
+                dictionary = chunks[-1].dictionary
+            parts = [np.asarray(c.indices.to_numpy(zero_copy_only=False), dtype=np.int64) for c in chunks]
+            indices = np.concatenate(parts) if len(parts) > 1 else parts[0]
         codes = cls._sorted([dictionary, *(pc.unique(c) for c in others)])
-        position = codes.codes(dictionary)  # dictionary entry -> code
-        indices = [np.asarray(c.indices.to_numpy(zero_copy_only=False), dtype=np.int64) for c in chunks]
-        return codes, position[np.concatenate(indices) if len(indices) > 1 else indices[0]]
+        position = np.append(codes.codes(dictionary), NO_ROW)  # dictionary entry -> code; a null row -> NO_ROW
+        return codes, position[indices]
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def codes(self, column: pa.Array | pa.ChunkedArray) -> IntArray:
         """The code of each id; NO_ROW for an id not known."""
+        if _is_text_dictionary(column.type):  # look up the dictionary, not every row
+            dictionary, indices = _dictionary_parts(column)
+            return np.append(self.codes(dictionary), NO_ROW)[indices]
         idx = pc.index_in(column.cast(pa.string()), value_set=self.ids)
         if idx.null_count:
             idx = pc.fill_null(idx, NO_ROW)
@@ -507,19 +537,25 @@ def event_keys(events: pa.Table | None, codes: MeterCodes, kind: str) -> SortedK
 # ---------------------------------------------------------------------------------------- grid
 def grid_cells(
     row_of_code: IntArray, n_rows: int, key: IntArray, present: BoolArray, start_s: int, intervals: int, interval_s: int
-) -> tuple[IntArray, BoolArray]:
-    """Cells of an ``n_rows`` x ``intervals`` grid without a present read: (cell indices, reads in the grid).
+) -> IntArray:
+    """Cells of an ``n_rows`` x ``intervals`` grid without a present read, ascending.
 
     Cell ``i`` is meter row ``i // intervals`` (``row_of_code`` maps a meter code to its row, or
     NO_ROW), interval ``i % intervals``; ``key`` holds interval starts already on the boundary.
     """
     filled = np.zeros(n_rows * intervals, bool)
-    row = row_of_code[code_of(key)] if len(key) else np.empty(0, np.int64)
-    slot = (time_of(key) - start_s) // interval_s
-    in_grid = (row >= 0) & (slot >= 0) & (slot < intervals)
-    place = in_grid & present
-    filled[row[place] * intervals + slot[place]] = True
-    return np.flatnonzero(~filled).astype(np.int64, copy=False), in_grid
+    if len(key):
+        at = key if bool(present.all()) else key[present]
+        code = code_of(at)
+        identity = len(row_of_code) == n_rows and bool((row_of_code == np.arange(n_rows)).all())
+        row = code if identity else row_of_code[code]  # the nightly VEE's meters are its grid's rows
+        offset = time_of(at) - start_s
+        inside = offset.view(np.uint64) < np.uint64(intervals * interval_s)  # 0 <= offset < span, one test
+        if not identity:
+            inside &= row >= 0
+        filled[row[inside] * intervals + offset[inside] // interval_s] = True
+    out: IntArray = np.flatnonzero(~filled).astype(np.int64, copy=False)
+    return out
 
 
 # ---------------------------------------------------------------------------------------- frames

@@ -165,7 +165,7 @@ def estimate_detailed(
     row_of_code = np.full(len(codes), NO_ROW, np.int64)
     row_of_code[exp_codes] = np.arange(len(exp_codes))
     n_int = max(grid.intervals, 1)
-    cells, _ = grid_cells(row_of_code, len(exp_codes), frame.key, good, grid.start_s, grid.intervals, grid.interval_s)
+    cells = grid_cells(row_of_code, len(exp_codes), frame.key, good, grid.start_s, grid.intervals, grid.interval_s)
     cell_key = np.sort(keys(exp_codes[cells // n_int], grid.start_s + (cells % n_int) * grid.interval_s))
     reason, previous = _reasons(frame, good, cell_key)
 

@@ -226,7 +226,7 @@ class _Checks:
             row_of_code = np.full(len(self.codes), -1, np.int64)
             row_of_code[exp_codes] = np.arange(len(exp_codes))
             in_grid_meter[exp_codes] = True
-            cells, _ = grid_cells(
+            cells = grid_cells(
                 row_of_code, len(exp_codes), frame.key, unique, grid.start_s, grid.intervals, grid.interval_s
             )
             cells_code.append(exp_codes[cells // max(grid.intervals, 1)])
