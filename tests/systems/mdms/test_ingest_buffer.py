@@ -62,7 +62,7 @@ def test_buffered_reads_are_stored_at_flush_and_counted_then(store: MeterDataSto
 
 
 def test_passing_the_threshold_writes_to_the_store(store: MeterDataStore) -> None:
-    core = mdms(store, buffer_reads=12)
+    core = mdms(store, buffer_reads=12, write_behind=False)
     assert core.buffer_reads(batch(METERS, 0)) is None
     assert core.buffer_reads(batch(METERS, 1)) is None
     written = core.buffer_reads(batch(METERS, 2))  # 15 reads >= 12
@@ -72,9 +72,51 @@ def test_passing_the_threshold_writes_to_the_store(store: MeterDataStore) -> Non
     assert core.buffer.rows == 0
 
 
+def test_behind_the_threshold_the_write_runs_while_more_reads_arrive(store: MeterDataStore) -> None:
+    core = mdms(store, buffer_reads=10)  # write_behind is the default
+    core.buffer_reads(batch(METERS, 0))
+    assert core.buffer_reads(batch(METERS, 1)) is None  # 10 reads: validated, handed to the writer
+    assert core.buffer.rows == 0
+    core.buffer_reads(batch(METERS, 2))
+    collected = core.buffer_reads(batch(METERS, 3))  # due again: the first write is collected first
+    assert collected is not None
+    assert collected.inserted == 10
+    assert core.ingested == 10
+    assert core.flush().inserted == 10  # waits for the second write
+    assert store.count("reads") == 20
+    assert core.ingested == 20
+    core.close()
+
+
+def test_a_write_behind_that_cannot_reach_the_store_keeps_its_reads(
+    store: MeterDataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gridloom.errors import StoreUnavailable
+
+    core = mdms(store, buffer_reads=10)
+    original = store.ingest_reads
+    calls = []
+
+    def down(reads: Any) -> Any:
+        calls.append(reads.num_rows)
+        raise StoreUnavailable("the disk is full")
+
+    monkeypatch.setattr(store, "ingest_reads", down)
+    core.buffer_reads(batch(METERS, 0))
+    core.buffer_reads(batch(METERS, 1))  # handed to the writer, which fails
+    with pytest.raises(StoreUnavailable):
+        core.flush()
+    assert calls == [10]
+    assert core.buffer.rows == 10  # back in the buffer, nothing lost
+    monkeypatch.setattr(store, "ingest_reads", original)
+    assert core.flush().inserted == 10
+    assert store.count("reads") == 10
+    core.close()
+
+
 def test_the_oldest_batch_s_age_triggers_a_write(store: MeterDataStore) -> None:
     clock = SimClock(DAY)
-    core = mdms(store, clock, buffer_reads=1_000, max_buffer_age_s=600)
+    core = mdms(store, clock, buffer_reads=1_000, max_buffer_age_s=600, write_behind=False)
     core.buffer_reads(batch(METERS, 0))
     clock.advance(599)
     assert core.buffer_reads(batch(METERS, 1)) is None
@@ -177,7 +219,7 @@ def test_buffer_settings_are_checked(store: MeterDataStore) -> None:
 
 
 def test_without_a_buffer_every_batch_is_stored_as_it_arrives(store: MeterDataStore) -> None:
-    core = mdms(store, buffer_reads=0)
+    core = mdms(store, buffer_reads=0, write_behind=False)
     assert core.buffer_reads(batch(METERS, 0)) is not None
     assert store.count("reads") == 5
 

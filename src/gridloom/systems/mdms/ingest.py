@@ -1,30 +1,52 @@
-"""The MDMS's ingest buffer: interval-read batches gathered, then validated and stored in one go.
+"""The MDMS's ingest: interval-read batches buffered, then validated and stored in one go.
 
 A concentrator batch holds a few hundred reads; validating and storing each on its own costs
-far more per read than doing it for a few hundred thousand at once (one sort, one anti-join,
-one append). So arriving batches wait here — as their encoded columns (:class:`RawBatch`) or as
-Arrow columns — until the MDMS flushes: when the buffer holds ``max_reads`` reads, when its
-oldest batch is ``max_age_s`` old (by the MDMS's clock, checked as batches arrive), and
-whenever someone is about to read the store through the MDMS (usage requests, the nightly VEE).
+far more per read than doing it for a few hundred thousand at once (one decode, one anti-join,
+one append — and DuckDB writes an append of two row groups or more straight to its file, on
+every thread, where a smaller one goes through its write-ahead log). So arriving batches wait in
+an :class:`IngestBuffer` — as their encoded columns (:class:`RawBatch`) or as Arrow columns —
+until :class:`ReadIngest` flushes them: when the buffer holds ``max_reads`` reads, when its
+oldest batch is ``max_age_s`` old (by the MDMS's clock, checked as batches arrive), and whenever
+someone is about to read the store through the MDMS (usage requests, the nightly VEE).
 
-Crash semantics, honestly: a batch in the buffer is not stored yet, but its transport already
-counts it as delivered — the handler returned, so JetStream acknowledged the frame and will not
-redeliver it. A crash loses what the buffer held (at most ``max_reads`` reads, at most
-``max_age_s`` old). Unbuffered ingest (``max_reads=0``) acknowledges only stored reads; the
-price is the per-batch cost.
+With ``write_behind``, a flush the buffer's size or age triggers decodes and validates the
+reads at once and hands the store write to a worker thread, so the next batches arrive while
+the database writes (the store serialises its calls; at most one write is in flight, and
+:meth:`ReadIngest.flush` waits for it). Counters count a write once it is collected.
+
+Crash semantics, honestly: a batch in the buffer (or in a write in flight) is not stored yet,
+but its transport already counts it as delivered — the handler returned, so JetStream
+acknowledged the frame and will not redeliver it. A crash loses what the buffer held (at most
+``max_reads`` reads plus a write in flight, at most ``max_age_s`` old). Unbuffered ingest
+(``max_reads=0``, no write-behind) acknowledges only stored reads; the price is the per-batch cost.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import msgspec
 import pyarrow as pa
 
-from gridloom.errors import VeeConfigError
-from gridloom.systems.mdms.wire import READ_COLUMNS, RawBatch, Records, decode_columns, mapping_columns
+from gridloom.errors import StoreInputError, VeeConfigError, VeeInputError
+from gridloom.store.base import IngestResult, MeterDataStore
+from gridloom.systems.mdms._arrays import PerMeter
+from gridloom.systems.mdms.arrival import validate_arrivals
+from gridloom.systems.mdms.vee import VeeConfig
+from gridloom.systems.mdms.wire import (
+    READ_COLUMNS,
+    RawBatch,
+    Records,
+    decode_columns,
+    mapping_columns,
+    reads_from_columns,
+)
+
+log = logging.getLogger(__name__)
 
 Body = Records | bytes | msgspec.Raw
 """An ``interval_reads`` body: columns (lists or arrays), or the body's msgpack bytes."""
@@ -89,10 +111,15 @@ class IngestBuffer:
             return False
         return (self._clock() - self._batches[0].arrived_at).total_seconds() >= self.max_age_s
 
-    def drop_first(self, count: int) -> None:
-        """Forget the first ``count`` batches (stored, or refused for good)."""
-        gone, self._batches = self._batches[:count], self._batches[count:]
-        self.rows -= sum(b.rows for b in gone)
+    def take(self) -> list[Buffered]:
+        """Every batch, in order; the buffer is empty afterwards."""
+        batches, self._batches, self.rows = self._batches, [], 0
+        return batches
+
+    def restore(self, batches: list[Buffered]) -> None:
+        """Put ``batches`` back in front (a write that could not reach the store)."""
+        self._batches[:0] = batches
+        self.rows += sum(b.rows for b in batches)
 
 
 def columns_of(batches: list[Buffered]) -> dict[str, pa.Array]:
@@ -116,3 +143,145 @@ def columns_of(batches: list[Buffered]) -> dict[str, pa.Array]:
     if len(pieces) == 1:
         return dict(pieces[0])
     return {name: pa.concat_arrays([p[name] for p in pieces]) for name in READ_COLUMNS}
+
+
+@dataclass
+class _Write:
+    """A store write in flight: the batches it holds, what it will store, the reads dropped before it."""
+
+    batches: list[Buffered]
+    future: Future[IngestResult]
+    repeated: int
+
+
+class ReadIngest:
+    """Interval reads from arrival to the store: buffered, validated as they arrive, stored once.
+
+    ``ingested`` / ``duplicates`` count reads once their write is collected (stored, and skipped
+    as stored already or repeated); ``rejected_batches`` / ``rejected_reads`` count batches refused
+    for values that do not fit (logged, nothing of them stored).
+    """
+
+    def __init__(
+        self,
+        store: MeterDataStore,
+        *,
+        clock: Callable[[], dt.datetime],
+        config: VeeConfig,
+        capacity_w: PerMeter | None,
+        net_metered: PerMeter | None,
+        max_reads: int,
+        max_age_s: float | None,
+        write_behind: bool,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.config = config
+        self.capacity_w = capacity_w
+        self.net_metered = net_metered
+        self.buffer = IngestBuffer(max_reads=max_reads, max_age_s=max_age_s, clock=clock)
+        self.write_behind = write_behind
+        self.ingested = 0
+        self.duplicates = 0
+        self.rejected_batches = 0
+        self.rejected_reads = 0
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: _Write | None = None
+
+    def add(self, body: Body) -> IngestResult | None:
+        """Buffer a batch; flush when that makes the buffer due. Returns what was stored by this call
+        (None when nothing was: the buffer waits, or its write went behind)."""
+        self.buffer.add(body)
+        if not self.buffer.due():
+            return None
+        stored = self._flush(wait=not self.write_behind)
+        return stored if stored.received or not self.write_behind else None
+
+    def flush(self) -> IngestResult:
+        """Validate and store everything buffered, wait for every write; what this call stored."""
+        return self._flush(wait=True)
+
+    def close(self) -> None:
+        """Store what is buffered and stop the writer thread."""
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def _flush(self, *, wait: bool) -> IngestResult:
+        done = self._collect()
+        batches = self.buffer.take()
+        if not batches:
+            return done
+        try:
+            accepted, repeated = self._validated(batches)
+        except VeeInputError:
+            return _sum(done, self._one_by_one(batches))
+        if not wait:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdms-store-writer")
+            self._in_flight = _Write(batches, self._writer.submit(self.store.ingest_reads, accepted), repeated)
+            return done
+        return _sum(done, self._settle(_Write(batches, _done_now(self.store.ingest_reads, accepted), repeated)))
+
+    def _collect(self) -> IngestResult:
+        """Wait for the write in flight, if any, and count it."""
+        write, self._in_flight = self._in_flight, None
+        return IngestResult(0, 0) if write is None else self._settle(write)
+
+    def _settle(self, write: _Write) -> IngestResult:
+        try:
+            stored = write.future.result()
+        except StoreInputError:
+            return self._one_by_one(write.batches)
+        except BaseException:
+            self.buffer.restore(write.batches)  # the store could not be reached: kept for the next flush
+            raise
+        return self._count(IngestResult(stored.inserted, stored.duplicates + write.repeated))
+
+    def _validated(self, batches: list[Buffered]) -> tuple[pa.Table, int]:
+        """The reads of ``batches`` as one table, validated; and how many the batches repeat."""
+        table = reads_from_columns(columns_of(batches), recorded_at=self.clock())
+        accepted = validate_arrivals(
+            table, config=self.config, capacity_w=self.capacity_w, net_metered=self.net_metered
+        )
+        return accepted, table.num_rows - accepted.num_rows  # a repeated read: the first is kept
+
+    def _one_by_one(self, batches: list[Buffered]) -> IngestResult:
+        """Validate and store each batch on its own, refusing (and counting) those that do not fit."""
+        total = IngestResult(0, 0)
+        for at, batch in enumerate(batches):
+            try:
+                accepted, repeated = self._validated([batch])
+                stored = self.store.ingest_reads(accepted)
+            except (VeeInputError, StoreInputError) as exc:
+                log.warning("MDMS: refused an interval_reads batch of %d reads: %s", batch.rows, exc)
+                self.rejected_batches += 1
+                self.rejected_reads += batch.rows
+                continue
+            except BaseException:
+                self.buffer.restore(batches[at:])
+                raise
+            total = _sum(total, self._count(IngestResult(stored.inserted, stored.duplicates + repeated)))
+        return total
+
+    def _count(self, result: IngestResult) -> IngestResult:
+        self.ingested += result.inserted
+        self.duplicates += result.duplicates
+        return result
+
+
+def _sum(a: IngestResult, b: IngestResult) -> IngestResult:
+    return IngestResult(a.inserted + b.inserted, a.duplicates + b.duplicates)
+
+
+def _done_now(call: Callable[[pa.Table], IngestResult], table: pa.Table) -> Future[IngestResult]:
+    """``call(table)`` run here, as a settled future (so a write now and a write behind settle alike)."""
+    future: Future[IngestResult] = Future()
+    try:
+        future.set_result(call(table))
+    except Exception as exc:  # noqa: BLE001 - handed on whole to _settle, which re-raises what it cannot mend
+        future.set_exception(exc)
+    return future

@@ -1,52 +1,40 @@
 """The MDMS as an actor: meter data in over AMI-10, VEE, the store, usage out over AMI-24.
 
-Reads are validated and stored as they arrive (version 0, with the VEE flags a single
-batch can tell: duplicates, clock drift, spikes against capacity, negative consumption on
-meters not in net metering, tamper and reverse rotation). When a period closes — a
-utility's nightly VEE — the whole period is validated again against the expected grid,
-history, register reads and outage events, and every missing or unusable interval gets an
-estimated version. Billing asks for usage with ``usage_request`` and gets the current
-versions back, with the version of each interval so its bill stays traceable.
+Reads arriving in concentrator batches are buffered, then validated and stored a few hundred
+thousand at a time (version 0, with the VEE flags a batch can tell: clock drift, spikes against
+capacity, negative consumption on meters not in net metering, tamper and reverse rotation;
+a read delivered twice is stored once) — see :mod:`gridloom.systems.mdms.ingest`. When a period
+closes — a utility's nightly VEE — the whole period is validated again against the expected
+grid, history, register reads and outage events, and every missing or unusable interval gets an
+estimated version (:mod:`gridloom.systems.mdms.nightly`). Billing asks for usage with
+``usage_request`` and gets the current versions back, with the version of each interval so its
+bill stays traceable. Anything that reads the store through the MDMS flushes the buffer first.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gridloom.errors import GridloomError, StoreInputError, VeeConfigError, VeeInputError
+from gridloom.errors import GridloomError, VeeConfigError, VeeInputError
 from gridloom.fabric import Endpoint, Fabric, Identity, Message
 from gridloom.store.base import IngestResult, MeterDataStore
 from gridloom.store.schema import EVENTS_SCHEMA, REGISTER_SCHEMA, TIMESTAMP
-from gridloom.systems.mdms.arrival import validate_arrivals
-from gridloom.systems.mdms.estimation import estimate_detailed
-from gridloom.systems.mdms.ingest import Body, Buffered, IngestBuffer, columns_of
-from gridloom.systems.mdms.validation import validate
-from gridloom.systems.mdms.vee import Expected, VeeConfig, history_windows
-from gridloom.systems.mdms.wire import reads_from_columns, reads_table
+from gridloom.systems.mdms.ingest import Body, IngestBuffer, ReadIngest
+from gridloom.systems.mdms.nightly import ClosedPeriod, NightlyVee
+from gridloom.systems.mdms.vee import VeeConfig
+from gridloom.systems.mdms.wire import reads_table
 
 __all__ = ["ClosedPeriod", "Mdms", "MdmsActor", "events_table", "reads_table", "registers_table", "usage_records"]
 
 _READ_INTERFACES = ("AMI-10", "DGM-29")
 DEFAULT_BUFFER_READS = 500_000
-VEE_COLUMNS = (
-    "meter_id",
-    "interval_start",
-    "interval_s",
-    "energy_delivered_wh",
-    "energy_received_wh",
-    "reactive_varh",
-    "quality",
-)
-"""What the nightly VEE reads of each stored interval (validation and estimation use no other column)."""
 DEFAULT_MAX_BUFFER_AGE_S = 3600.0
 DEFAULT_VEE_CHUNK_METERS = 50_000
 
@@ -86,29 +74,19 @@ def registers_table(records: Mapping[str, Sequence[Any]]) -> pa.Table:
     )
 
 
-@dataclass(frozen=True)
-class ClosedPeriod:
-    """What the nightly VEE of one period did."""
-
-    start: dt.datetime
-    end: dt.datetime
-    reads: int
-    flagged: Mapping[str, int]
-    estimated: int
-    unestimated: int
-
-
 class Mdms:
     """Meter data management over a store; usable without the fabric (the actor wraps it).
 
-    Interval reads are buffered (:mod:`gridloom.systems.mdms.ingest`): :meth:`buffer_reads` adds a
-    batch and flushes when the buffer holds ``buffer_reads`` reads or its oldest batch is
-    ``max_buffer_age_s`` old; :meth:`flush` validates and stores what is buffered now.
+    Interval reads go through :class:`~gridloom.systems.mdms.ingest.ReadIngest`: :meth:`buffer_reads`
+    adds a batch and flushes when the buffer holds ``buffer_reads`` reads or its oldest batch is
+    ``max_buffer_age_s`` old (with ``write_behind``, that flush's store write runs in a worker
+    thread while more reads arrive); :meth:`flush` validates and stores everything now and waits.
     :meth:`ingest_reads`, :meth:`usage` and :meth:`close_period` flush first, so nothing buffered
-    is ever hidden from a reader. ``buffer_reads=0`` stores every batch as it arrives.
-    ``ingested`` and ``duplicates`` count reads once flushed (stored, and skipped as stored
-    already or repeated); ``rejected_batches`` / ``rejected_reads`` count batches refused for
-    values that do not fit (logged, nothing of them stored).
+    is ever hidden from a reader. ``buffer_reads=0, write_behind=False`` stores every batch as it
+    arrives, before its handler returns. ``ingested`` and ``duplicates`` count reads once stored
+    (and skipped as stored already or repeated); ``rejected_batches`` / ``rejected_reads`` count
+    batches refused for values that do not fit (logged, nothing of them stored). Per-meter
+    settings (``net_metered``, ``capacity_w``) are read once, here.
 
     The nightly VEE (:meth:`close_period`) works ``vee_chunk_meters`` meters at a time, so its
     memory is bounded by the chunk, not by the territory.
@@ -124,6 +102,7 @@ class Mdms:
         capacity_w: Mapping[str, float] | float | None = None,
         buffer_reads: int = DEFAULT_BUFFER_READS,
         max_buffer_age_s: float | None = DEFAULT_MAX_BUFFER_AGE_S,
+        write_behind: bool = True,
         vee_chunk_meters: int = DEFAULT_VEE_CHUNK_METERS,
     ) -> None:
         if isinstance(vee_chunk_meters, bool) or not isinstance(vee_chunk_meters, int) or vee_chunk_meters < 1:
@@ -134,81 +113,81 @@ class Mdms:
         self.net_metered = dict(net_metered or {})
         self.capacity_w = capacity_w
         self.vee_chunk_meters = vee_chunk_meters
-        self.buffer = IngestBuffer(max_reads=buffer_reads, max_age_s=max_buffer_age_s, clock=clock)
-        self.ingested = 0
-        self.duplicates = 0
-        self.rejected_batches = 0
-        self.rejected_reads = 0
         # Per-meter settings as tables, built once: a mapping of a million meters is not converted per flush.
         self._net_table = _per_meter_table(self.net_metered, "net_metered")
         self._capacity = _per_meter_table(capacity_w, "capacity_w") if isinstance(capacity_w, Mapping) else capacity_w
+        self.nightly = NightlyVee(
+            store,
+            config=self.config,
+            net_metered=self._net_table,
+            capacity_w=self._capacity,
+            chunk_meters=vee_chunk_meters,
+        )
+        self.reads_in = ReadIngest(
+            store,
+            clock=clock,
+            config=self.config,
+            capacity_w=self._capacity,
+            net_metered=self._net_table,
+            max_reads=buffer_reads,
+            max_age_s=max_buffer_age_s,
+            write_behind=write_behind,
+        )
 
     # --- interval reads in -----------------------------------------------------------------------
 
+    @property
+    def buffer(self) -> IngestBuffer:
+        return self.reads_in.buffer
+
+    @property
+    def ingested(self) -> int:
+        return self.reads_in.ingested
+
+    @property
+    def duplicates(self) -> int:
+        return self.reads_in.duplicates
+
+    @property
+    def rejected_batches(self) -> int:
+        return self.reads_in.rejected_batches
+
+    @property
+    def rejected_reads(self) -> int:
+        return self.reads_in.rejected_reads
+
     def buffer_reads(self, body: Body) -> IngestResult | None:
         """Buffer an ``interval_reads`` batch (columns, or its msgpack bytes); when that makes the
-        buffer due, flush it and return what the flush did (else None).
+        buffer due, flush it and return what was stored (None when nothing was stored by this call:
+        the buffer waits, or the write went behind).
 
         A malformed batch (a column missing, columns of different lengths) raises
         :class:`~gridloom.errors.VeeInputError` and is not buffered.
         """
-        self.buffer.add(body)
-        return self.flush() if self.buffer.due() else None
+        return self.reads_in.add(body)
 
     def ingest_reads(self, records: Body) -> IngestResult:
         """Validate a batch and store it now, with whatever was buffered before it (re-delivered
-        reads are stored once). Returns what this flush did."""
-        self.buffer.add(records)
-        return self.flush()
+        reads are stored once). Returns what this flush stored."""
+        self.reads_in.buffer.add(records)
+        return self.reads_in.flush()
 
     def flush(self) -> IngestResult:
-        """Validate and store every buffered batch; returns reads stored and reads skipped.
+        """Validate and store every buffered batch and wait for every write; returns reads stored and
+        reads skipped.
 
         The batches are validated and stored together (one transaction). If a value in one of them
         does not fit (a text where a number belongs, a NaN energy, an empty meter id), they are
         stored one by one instead, and each batch refused is logged and counted in
         ``rejected_batches``: nothing of it is stored, nothing of the others is lost. A store that
-        cannot be reached raises :class:`~gridloom.errors.StoreError` and keeps the buffer, so a
-        later flush stores it.
+        cannot be reached raises :class:`~gridloom.errors.StoreError` and keeps the batches, so a
+        later flush stores them.
         """
-        batches = list(self.buffer)
-        if not batches:
-            return IngestResult(0, 0)
-        try:
-            result = self._store(batches)
-        except (VeeInputError, StoreInputError):
-            return self._store_one_by_one()
-        self.buffer.drop_first(len(batches))
-        return self._count(result)
+        return self.reads_in.flush()
 
-    def _store_one_by_one(self) -> IngestResult:
-        inserted = duplicates = 0
-        for batch in list(self.buffer):
-            try:
-                result = self._store([batch])
-            except (VeeInputError, StoreInputError) as exc:
-                log.warning("MDMS: refused an interval_reads batch of %d reads: %s", batch.rows, exc)
-                self.rejected_batches += 1
-                self.rejected_reads += batch.rows
-            else:
-                self._count(result)
-                inserted += result.inserted
-                duplicates += result.duplicates
-            self.buffer.drop_first(1)
-        return IngestResult(inserted, duplicates)
-
-    def _count(self, result: IngestResult) -> IngestResult:
-        self.ingested += result.inserted
-        self.duplicates += result.duplicates
-        return result
-
-    def _store(self, batches: list[Buffered]) -> IngestResult:
-        """Validate the reads of ``batches`` as one batch and store them (version 0)."""
-        table = reads_from_columns(columns_of(batches), recorded_at=self.clock())
-        accepted = validate_arrivals(table, config=self.config, net_metered=self._net_table, capacity_w=self._capacity)
-        stored = self.store.ingest_reads(accepted)
-        repeated = table.num_rows - accepted.num_rows  # a read the batches carry twice: the first is kept
-        return IngestResult(stored.inserted, stored.duplicates + repeated)
+    def close(self) -> None:
+        """Store what is buffered and stop the writer thread (the store stays open)."""
+        self.reads_in.close()
 
     def ingest_events(self, records: Mapping[str, Sequence[Any]]) -> int:
         return self.store.ingest_events(events_table(records, received_at=self.clock()))
@@ -223,80 +202,11 @@ class Mdms:
     ) -> ClosedPeriod:
         """Nightly VEE: validate [start, end) of ``meter_ids`` as a whole and store estimates for what is missing.
 
-        Flushes the buffer first. Meters are taken ``vee_chunk_meters`` at a time (in id order);
-        every rule and every estimate looks at one meter's own reads, history, registers and
-        events, so the chunks give the same result as one pass over all meters.
+        Flushes first. Works ``vee_chunk_meters`` meters at a time (see
+        :mod:`gridloom.systems.mdms.nightly`); the chunks give the same result as one pass.
         """
         self.flush()
-        ids = _meter_ids(meter_ids)
-        flagged: Counter[str] = Counter()
-        reads = estimated = unestimated = 0
-        for at in range(0, max(len(ids), 1), self.vee_chunk_meters):
-            chunk = self._close_chunk(start, end, ids.slice(at, self.vee_chunk_meters))
-            reads += chunk.reads
-            estimated += chunk.estimated
-            unestimated += chunk.unestimated
-            flagged.update(chunk.flagged)
-        return ClosedPeriod(
-            start=start,
-            end=end,
-            reads=reads,
-            flagged={k: v for k, v in flagged.items() if v},
-            estimated=estimated,
-            unestimated=unestimated,
-        )
-
-    def _close_chunk(self, start: dt.datetime, end: dt.datetime, meter_ids: pa.Array) -> ClosedPeriod:
-        grid = Expected(meter_ids, start, end, self.config.interval_s)
-        reads = self._vee_reads(meter_ids, start, end)
-        history_parts = [self._vee_reads(meter_ids, lo, hi) for lo, hi in history_windows(grid, self.config)]
-        history = pa.concat_tables(history_parts) if history_parts else None
-        if history is not None and history.num_rows == 0:
-            history = None
-        registers = self.store.register_reads(meter_ids=meter_ids, start=start, end=end)
-        events = self.store.events(meter_ids=meter_ids, start=start, end=end)
-        checked = validate(
-            reads,
-            config=self.config,
-            expected=grid,
-            history=history,
-            registers=registers if registers.num_rows else None,
-            events=events if events.num_rows else None,
-            net_metered=self._net_table,
-            capacity_w=self._capacity,
-        )
-        estimation = estimate_detailed(
-            checked,
-            expected=grid,
-            history=history,
-            registers=registers if registers.num_rows else None,
-            events=events if events.num_rows else None,
-            config=self.config,
-        )
-        if estimation.rows.num_rows:
-            self.store.add_versions(estimation.rows)
-        return ClosedPeriod(
-            start=start,
-            end=end,
-            reads=reads.num_rows,
-            flagged=dict(checked.counts),
-            estimated=estimation.rows.num_rows,
-            unestimated=estimation.unestimated.num_rows,
-        )
-
-    def _vee_reads(self, meter_ids: pa.Array, start: dt.datetime, end: dt.datetime) -> pa.Table:
-        """Current versions for VEE: unordered, only what VEE looks at, meter ids as dictionary codes —
-        validation sorts and groups by its own integer keys far faster than the database sorts and
-        ships text."""
-        return self.store.reads(
-            meter_ids=meter_ids,
-            start=start,
-            end=end,
-            versions="current",
-            columns=VEE_COLUMNS,
-            ordered=False,
-            dictionary=True,
-        )
+        return self.nightly.close(start, end, _meter_ids(meter_ids))
 
     def usage(self, meter_ids: Sequence[str], start: dt.datetime, end: dt.datetime) -> pa.Table:
         """Current versions of the meters' reads over [start, end), for billing (buffer flushed first)."""
@@ -386,7 +296,7 @@ class MdmsActor:
                 self.core.buffer_reads(message.body)
             except VeeInputError as exc:
                 # Redelivery would not mend it: refuse the batch, keep the rest.
-                self.core.rejected_batches += 1
+                self.core.reads_in.rejected_batches += 1
                 log.warning("MDMS: refused a malformed interval_reads batch from %s: %s", message.sender.instance, exc)
         elif interface == "AMI-10" and kind == "register_reads":
             self.core.ingest_register_reads(message.body)
