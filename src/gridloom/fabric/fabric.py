@@ -165,9 +165,12 @@ class Endpoint:
             self._subscriptions.append(await fabric.transport.subscribe(subject, self.receive, durable=durable))
 
     async def close(self) -> None:
+        """Stop receiving and leave the fabric (its instance may attach again later)."""
         for subscription in self._subscriptions:
             await subscription.stop()
         self._subscriptions.clear()
+        if self.fabric.endpoints.get(self.instance) is self:
+            del self.fabric.endpoints[self.instance]
 
     # --- sending ------------------------------------------------------------------------
     def _targets(

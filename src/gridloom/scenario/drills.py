@@ -184,7 +184,6 @@ class _Drill:
             answer = answers.get_nowait() if not answers.empty() else None
         finally:
             await cis.close()
-            self.fabric.endpoints.pop(cis.instance, None)
         status = answer.body.get("status") if answer is not None and isinstance(answer.body, dict) else None
         done = self.network.stats.meters_switched - switched
         outcome = f"held: {status}" if status and done == 0 else f"{done} meters disconnected ({status})"

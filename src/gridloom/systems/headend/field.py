@@ -144,7 +144,6 @@ class MeterNetwork:
     async def close(self) -> None:
         for endpoint in [*self._endpoints.values(), *([self._shared] if self._shared else [])]:
             await endpoint.close()
-            endpoint.fabric.endpoints.pop(endpoint.instance, None)
         self._endpoints.clear()
         self._shared = None
 

@@ -167,7 +167,6 @@ class HeadEnd:
             self._sweeper = None
         if self._endpoint is not None:
             await self._endpoint.close()
-            self.fabric.endpoints.pop(self.instance, None)
             self._endpoint = None
 
     async def __aenter__(self) -> Self:
