@@ -266,8 +266,9 @@ class MeterDataStore(ABC):
         if not (dictionary and "meter_id" in names and filters.meter_ids is not None):
             return table.cast(schema)
         at = names.index("meter_id")
-        index = table.column(at).cast(pa.int32())
         ids = filters.meter_ids
+        given = table.column(at)  # positions in ids, or (from a backend that does not number them) the ids
+        index = pc.index_in(given, value_set=ids) if pa.types.is_string(given.type) else given.cast(pa.int32())
         encoded = pa.chunked_array(
             [pa.DictionaryArray.from_arrays(chunk, ids) for chunk in index.chunks],
             pa.dictionary(pa.int32(), pa.string()),
@@ -359,7 +360,7 @@ class MeterDataStore(ABC):
         self, filters: Filters, versions: Versions, columns: Sequence[str], ordered: bool, meter_index: bool
     ) -> pa.Table:
         """Reads matching ``filters``: the ``columns`` (READS_SCHEMA names, in schema order), ordered by
-        meter, time and version when ``ordered``; with ``meter_index``, the ``meter_id`` column holds the
+        meter, time and version when ``ordered``; with ``meter_index``, the ``meter_id`` column may hold the
         position of the read's meter in ``filters.meter_ids`` (distinct ids) instead of the id."""
 
     @abstractmethod

@@ -60,6 +60,9 @@ SESSION = (
     "SET extra_float_digits TO 1",  # shortest exact text for doubles (PostgreSQL >= 12)
     "SET work_mem TO '128MB'",  # the anti-join's hash of a 10 M-row batch stays in memory
 )
+LARGE_BATCH = 50_000
+"""From this many rows, a batch is checked against the stored rows of its time and meter range with one
+hash anti-join whatever the table's size (a probe of the primary key per row costs microseconds each)."""
 ROW_BYTES_ABOUT = 150  # a read's heap tuple with its share of page overhead, measured
 _CONFLICTS = (
     pgerrors.LockNotAvailable,
@@ -218,13 +221,15 @@ class PostgresStore(MeterDataStore):
         """A condition on staged rows ``s``: no stored row ``r`` has their ``key`` (and ``also``)."""
         match = " AND ".join(f"r.{quote(k)} = s.{quote(k)}" for k in key)
         stored = f"SELECT 1 FROM {self._names[spec.name]} r WHERE {match} AND {also}"
-        if batch.num_rows * 4 < self._rows_about(spec):
+        if batch.num_rows < LARGE_BATCH and batch.num_rows * 4 < self._rows_about(spec):
             # a small batch: probe the primary key per row. OFFSET 0 keeps the planner from turning this
             # into a hash anti-join, which hashes every stored row of the batch's time range, each batch
             # (scattered concentrator batches fell from 0.21 to 0.08 M reads/s by 3 M reads stored)
             return f"NOT EXISTS ({stored} OFFSET 0)", {}
-        # a batch as large as a good part of the table: one hash anti-join over the stored rows in its
-        # time and meter range beats a probe per row (9.6 M reads: 0.42 against 0.34 M reads/s)
+        # a batch as large as a good part of the table, or large in itself (an MDMS flush of a few hundred
+        # thousand reads, a few intervals): one hash anti-join over the stored rows in its time and meter
+        # range beats a probe per row (9.6 M reads: 0.42 against 0.34 M reads/s; 500k-read flushes into
+        # a growing table: see LARGE_BATCH)
         (lo, hi), (first, last) = key_bounds(batch, spec.time_column), key_bounds(batch, "meter_id")
         ranges = f"r.{quote(spec.time_column)} BETWEEN %(lo)s AND %(hi)s AND r.meter_id BETWEEN %(first)s AND %(last)s"
         return f"NOT EXISTS ({stored} AND {ranges})", {"lo": lo, "hi": hi, "first": first, "last": last}
@@ -283,18 +288,13 @@ class PostgresStore(MeterDataStore):
     ) -> pa.Table:
         reads = self._names["reads"]
         where, params = _where(READS, filters, "r")
-        columns = ", ".join(
-            "(m.meter_index - 1)::integer AS meter_id" if c == "meter_id" and meter_index else f"r.{c}" for c in names
-        )
-        index = (
-            "JOIN unnest(%(meters)s::text[]) WITH ORDINALITY AS m(meter_id, meter_index) ON m.meter_id = r.meter_id"
-            if meter_index
-            else ""
-        )
+        # meter_index is left to the caller: a join with the unnested ids made the planner loop over
+        # the reads (minutes for a million of them); the ids come back as text, numbered in Arrow.
+        columns = ", ".join(f"r.{c}" for c in names)
         if versions == "current":
             inner, _ = _where(READS, filters, "t")
             statement = f"""
-                SELECT {columns} FROM {reads} r {index}
+                SELECT {columns} FROM {reads} r
                 LEFT JOIN (
                     SELECT t.meter_id, t.interval_start, max(t.version) AS v FROM {reads} t
                     WHERE t.version > 0 AND {inner} GROUP BY t.meter_id, t.interval_start
@@ -305,9 +305,8 @@ class PostgresStore(MeterDataStore):
         else:
             only = " AND r.version = 0" if versions == "original" else ""
             order = " ORDER BY r.meter_id, r.interval_start, r.version" if ordered else ""
-            statement = f"SELECT {columns} FROM {reads} r {index} WHERE {where}{only}{order}"
-        fields = [pa.field(c, pa.int32()) if c == "meter_id" and meter_index else READS_SCHEMA.field(c) for c in names]
-        return self._read(statement, params, pa.schema(fields))
+            statement = f"SELECT {columns} FROM {reads} r WHERE {where}{only}{order}"
+        return self._read(statement, params, pa.schema([READS_SCHEMA.field(c) for c in names]))
 
     def _select(self, spec: TableSpec, filters: Filters) -> pa.Table:
         where, params = _where(spec, filters, "r")

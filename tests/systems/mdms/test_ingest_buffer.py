@@ -62,7 +62,7 @@ def test_buffered_reads_are_stored_at_flush_and_counted_then(store: MeterDataSto
 
 
 def test_passing_the_threshold_writes_to_the_store(store: MeterDataStore) -> None:
-    core = mdms(store, buffer_reads=12, write_behind=False)
+    core = mdms(store, buffer_reads=12)
     assert core.buffer_reads(batch(METERS, 0)) is None
     assert core.buffer_reads(batch(METERS, 1)) is None
     written = core.buffer_reads(batch(METERS, 2))  # 15 reads >= 12
@@ -73,7 +73,7 @@ def test_passing_the_threshold_writes_to_the_store(store: MeterDataStore) -> Non
 
 
 def test_behind_the_threshold_the_write_runs_while_more_reads_arrive(store: MeterDataStore) -> None:
-    core = mdms(store, buffer_reads=10)  # write_behind is the default
+    core = mdms(store, buffer_reads=10, write_behind=True)
     core.buffer_reads(batch(METERS, 0))
     assert core.buffer_reads(batch(METERS, 1)) is None  # 10 reads: validated, handed to the writer
     assert core.buffer.rows == 0
@@ -93,7 +93,7 @@ def test_a_write_behind_that_cannot_reach_the_store_keeps_its_reads(
 ) -> None:
     from gridloom.errors import StoreUnavailable
 
-    core = mdms(store, buffer_reads=10)
+    core = mdms(store, buffer_reads=10, write_behind=True)
     original = store.ingest_reads
     calls = []
 
@@ -116,7 +116,7 @@ def test_a_write_behind_that_cannot_reach_the_store_keeps_its_reads(
 
 def test_the_oldest_batch_s_age_triggers_a_write(store: MeterDataStore) -> None:
     clock = SimClock(DAY)
-    core = mdms(store, clock, buffer_reads=1_000, max_buffer_age_s=600, write_behind=False)
+    core = mdms(store, clock, buffer_reads=1_000, max_buffer_age_s=600)
     core.buffer_reads(batch(METERS, 0))
     clock.advance(599)
     assert core.buffer_reads(batch(METERS, 1)) is None
@@ -219,7 +219,7 @@ def test_buffer_settings_are_checked(store: MeterDataStore) -> None:
 
 
 def test_without_a_buffer_every_batch_is_stored_as_it_arrives(store: MeterDataStore) -> None:
-    core = mdms(store, buffer_reads=0, write_behind=False)
+    core = mdms(store, buffer_reads=0)
     assert core.buffer_reads(batch(METERS, 0)) is not None
     assert store.count("reads") == 5
 
