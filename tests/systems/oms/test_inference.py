@@ -55,8 +55,8 @@ def located(topo: OmsTopology, reported: list[int], *, confirmed: list[int] = ()
         topo,
         reported=np.asarray(reported, dtype=np.int64),
         confirmed=np.asarray(confirmed, dtype=np.int64),
-        in_play=topo.meters_below.astype(float),
-        contradicted=flags,
+        in_play=lambda scope: topo.meters_below[scope].astype(float),
+        contradicted=lambda scope: flags[scope],
         params=InferenceParams(),
     )
     return [str(topo.node_id[v]) for v in result.nodes], [f"m{m}" for m in result.premises], result

@@ -28,8 +28,10 @@ class OmsConfig:
     """How the OMS groups, verifies and restores. Times in seconds of the OMS's clock."""
 
     hold_s: float = 10.0  # a new outage is predicted once its first report is this old
-    evaluate_interval_s: float = 5.0  # evaluations at most this often (simulated or wall seconds)
-    merge_window_s: float = 180.0  # a young outage may be revised, merged or split this long
+    evaluate_interval_s: float = 10.0  # evaluations at most this often (simulated or wall seconds)
+    restore_check_s: float = 30.0  # power restores alone ask for an evaluation this soon (no new outage in them)
+    merge_window_s: float = 90.0  # a young outage may be revised, merged or split this long
+    settle_verified_s: float = 45.0  # ... or this long once its verification pings agreed
     restore_settle_s: float = 45.0  # after the first restore, wait for the others (meters delay them 0-30 s)
     restore_grace_s: float = 60.0  # restores this soon after an outage closed are its late ones
     ping_below: int = 3  # verification pings below a predicted device
@@ -46,7 +48,8 @@ class OmsConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "repair_s", MappingProxyType({**DEFAULT_REPAIR_S, **dict(self.repair_s)}))
         for name in (
-            "hold_s", "evaluate_interval_s", "merge_window_s", "restore_settle_s", "restore_grace_s",
+            "hold_s", "evaluate_interval_s", "restore_check_s", "merge_window_s", "settle_verified_s",
+            "restore_settle_s", "restore_grace_s",
             "ping_timeout_s", "dispatch_delay_s", "momentary_s", "clock_tolerance_s", "event_gap_s",
         ):  # fmt: skip
             value = getattr(self, name)

@@ -72,6 +72,7 @@ class OutageField:
         self.results: list[ProtectionResult] = []
         self.premise_outages: list[tuple[int, int, int]] = []  # (meter row, start µs, end µs)
         self._state = FaultState(model, territory.replicas)
+        self._normal = self._state.copy()
 
     @property
     def n_district(self) -> int:
@@ -89,7 +90,7 @@ class OutageField:
 
     def energized_at(self, at_us: int) -> BoolArray:
         """Supply of every meter at ``at_us`` (operations up to then applied to the normal state)."""
-        state = FaultState(self.model, self.territory.replicas)
+        state = self._normal.copy()  # copying skips FaultState's set-up
         until = EPOCH + dt.timedelta(microseconds=at_us)
         for result in self.results:
             result.apply(state, until=until)

@@ -56,10 +56,14 @@ class Evidence:
         self.first_seen = np.full(n, NEVER, dtype=np.int64)
         self.ref = np.full(n, NEVER, dtype=np.int64)  # start of the outage that last pinged the meter
         self.live = np.zeros(n, dtype=bool)
+        self.changed = np.zeros(n, dtype=bool)  # new evidence since the last evaluation
         self.stats = EvidenceStats()
 
-    def add_events(self, meters: IntArray, at_us: IntArray, kinds: npt.NDArray[np.integer], *, now_us: int) -> int:
-        """Take in meter events (rows, -1 for unknown meters); returns how many were used."""
+    def add_events(
+        self, meters: IntArray, at_us: IntArray, kinds: npt.NDArray[np.integer], *, now_us: int | IntArray
+    ) -> int:
+        """Take in meter events (rows, -1 for unknown meters) received at ``now_us`` (one time, or one per
+        event); returns how many were used."""
         known = meters >= 0
         self.stats.unknown_meters += int(np.count_nonzero(~known))
         gasp = known & (kinds == MeterEventKind.LAST_GASP)
@@ -74,7 +78,7 @@ class Evidence:
             np.maximum.at(self.gasp, meters[gasp], at_us[gasp])
         if n_restore:
             np.maximum.at(self.restore, meters[restore], at_us[restore])
-        self._touch(meters[used], now_us)
+        self._touch(meters[used], now_us if np.ndim(now_us) == 0 else np.asarray(now_us)[used])
         return n_gasp + n_restore
 
     def add_pings(self, meters: IntArray, alive: BoolArray, *, at_us: int) -> None:
@@ -87,12 +91,18 @@ class Evidence:
         self.stats.pings_dead += len(down)
         self._touch(meters[known], at_us)
 
-    def _touch(self, meters: IntArray, now_us: int) -> None:
+    def _touch(self, meters: IntArray, now_us: int | IntArray) -> None:
         if not len(meters):
             return
         self.live[meters] = True
-        fresh = meters[self.first_seen[meters] == NEVER]
-        self.first_seen[fresh] = now_us
+        self.changed[meters] = True
+        fresh = self.first_seen[meters] == NEVER
+        if np.ndim(now_us) == 0:
+            self.first_seen[meters[fresh]] = now_us
+        else:  # the earliest arrival of each meter's first news
+            rows = meters[fresh]
+            self.first_seen[rows] = np.iinfo(np.int64).max
+            np.minimum.at(self.first_seen, rows, np.asarray(now_us)[fresh])
 
     def latest(self, rows: IntArray) -> IntArray:
         """The latest evidence of any kind per row."""

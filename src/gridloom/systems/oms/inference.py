@@ -32,6 +32,7 @@ node's parent out instead). Everything is numpy over nodes; nothing loops over m
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,77 +72,89 @@ class Explanation:
     premise_confidence: FloatArray
 
 
+NodeValues = Callable[[IntArray], FloatArray]
+NodeFlags = Callable[[IntArray], BoolArray]
+
+
 def explain(
     topology: OmsTopology,
     *,
     reported: IntArray,
     confirmed: IntArray,
-    in_play: FloatArray,
-    contradicted: BoolArray,
-    answered: FloatArray | None = None,
-    allowed: BoolArray | None = None,
+    in_play: NodeValues,
+    contradicted: NodeFlags | None = None,
+    answered: NodeValues | None = None,
+    allowed: NodeFlags | None = None,
     params: InferenceParams,
 ) -> Explanation:
     """The cheapest explanation of the evidence.
 
-    ``reported`` / ``confirmed`` are meter rows (disjoint, no repeats); ``in_play`` the number of
-    meters below each node that take part (meters owned by other outages or known to be switched
-    out do not); ``contradicted`` per node; ``answered`` per node, the meters below that answered a
-    ping since the outage began; ``allowed`` (per node) limits where an outage may be.
+    ``reported`` / ``confirmed`` are meter rows (disjoint, no repeats). The work is over the
+    evidence's nodes and their ancestors only (the *scope*, a few per meter at most), so a quiet
+    territory of a million meters costs nothing; the caller answers, for an array of scope nodes:
+    ``in_play`` the meters below each that take part (meters other outages hold, or known to be
+    switched out, do not), ``contradicted`` whether one cannot be out, ``answered`` the meters
+    below that answered a ping since the outage began, ``allowed`` where an outage may be.
     """
-    k_nodes = topology.n_nodes
     c_r, c_s = params.report_cost, params.silent_cost
-    rep_node = topology.meter_node[reported]
-    conf_node = topology.meter_node[confirmed]
-    direct_k = np.bincount(rep_node[rep_node >= 0], minlength=k_nodes).astype(np.float64)
-    direct_f = np.bincount(conf_node[conf_node >= 0], minlength=k_nodes).astype(np.float64)
-    k = topology.subtree_sum(direct_k)
-    f = topology.subtree_sum(direct_f)
-    evidence = (k + f) > 0
-    silent = np.maximum(in_play - k - f, 0.0)
+    rows = np.concatenate([reported, confirmed]).astype(np.int64)
+    nodes = topology.meter_node[rows]
+    has_node = nodes >= 0
+    scope = topology.scope(nodes[has_node])
+    n = len(scope)
+    rep_sorted = np.sort(topology.meter_node[reported])
+    rep_sorted = rep_sorted[np.searchsorted(rep_sorted, 0) :]
+    conf_sorted = np.sort(topology.meter_node[confirmed])
+    conf_sorted = conf_sorted[np.searchsorted(conf_sorted, 0) :]
+    k = topology.count_in(rep_sorted, scope).astype(np.float64)
+    f = topology.count_in(conf_sorted, scope).astype(np.float64)
+    direct_k = (np.searchsorted(rep_sorted, scope, "right") - np.searchsorted(rep_sorted, scope, "left")).astype(float)
+    direct_f = (np.searchsorted(conf_sorted, scope, "right") - np.searchsorted(conf_sorted, scope, "left")).astype(
+        float
+    )
+    silent = np.maximum(in_play(scope) - k - f, 0.0)
     cost_out = params.outage_penalty + k * c_r + silent * c_s
     if answered is not None:
-        cost_out += params.contradiction_cost * answered
-    impossible = ~evidence | contradicted
+        cost_out += params.contradiction_cost * answered(scope)
+    impossible = np.zeros(n, dtype=bool)
+    if contradicted is not None:
+        impossible |= contradicted(scope)
     if allowed is not None:
-        impossible |= ~allowed
+        impossible |= ~allowed(scope)
     cost_out[impossible] = np.inf
     alt = direct_k * (params.premise_penalty + c_r) + direct_f * params.premise_penalty
-    best = np.zeros(k_nodes)
-    parent = topology.node_parent
-    for level in topology.levels:
-        level = level[evidence[level]]
-        if not len(level):
-            continue
+    parent_node = topology.node_parent[scope]
+    parent = np.where(parent_node >= 0, np.searchsorted(scope, parent_node), -1)
+    depth = topology.node_depth[scope]
+    by_depth = np.argsort(-depth, kind="stable")
+    for level in np.split(by_depth, np.flatnonzero(np.diff(depth[by_depth])) + 1) if n else []:
         b = np.minimum(cost_out[level], alt[level])
-        best[level] = b
         up = parent[level]
         keep = up >= 0
         np.add.at(alt, up[keep], b[keep])
-    chosen = np.flatnonzero(evidence & (cost_out <= alt + _TIE))
+    local = np.flatnonzero(cost_out <= alt + _TIE)
+    chosen = scope[local]
     if len(chosen):
-        ends = topology.node_end[chosen]
-        reach = np.maximum.accumulate(ends)
-        covered = np.concatenate([[False], reach[:-1] > chosen[1:]])
-        chosen = chosen[~covered]
+        reach = np.maximum.accumulate(topology.node_end[chosen])
+        top = np.concatenate([[True], reach[:-1] <= chosen[1:]])
+        chosen, local = chosen[top], local[top]
     # the margin: the subtree explained from below, or the parent out instead
-    down = alt[chosen] - cost_out[chosen]
-    up_node = parent[chosen]
-    safe = np.maximum(up_node, 0)
-    up = np.where(up_node >= 0, cost_out[safe] - alt[safe], np.inf)
+    down = alt[local] - cost_out[local]
+    up_local = parent[local]
+    safe = np.maximum(up_local, 0)
+    up = np.where(up_local >= 0, cost_out[safe] - alt[safe], np.inf)
     node_confidence = _sigmoid(np.minimum(down, up))
     # premises: reported or confirmed meters not below a chosen node
-    candidates = np.concatenate([reported, confirmed])
-    cand_node = topology.meter_node[candidates]
-    under = np.zeros(len(candidates), dtype=bool)
+    under = np.zeros(len(rows), dtype=bool)
     if len(chosen):
-        at = np.searchsorted(chosen, cand_node, side="right") - 1
-        has = (at >= 0) & (cand_node >= 0)
-        under[has] = topology.node_end[chosen[at[has]]] > cand_node[has]
-    premises = candidates[~under]
-    pnode = topology.meter_node[premises]
-    psafe = np.maximum(pnode, 0)
-    premise_margin = np.where(pnode >= 0, cost_out[psafe] - alt[psafe], np.inf)
+        at = np.searchsorted(chosen, nodes, side="right") - 1
+        inside = (at >= 0) & has_node
+        under[inside] = topology.node_end[chosen[at[inside]]] > nodes[inside]
+    premises = rows[~under]
+    pnode = nodes[~under]
+    plocal = np.searchsorted(scope, np.maximum(pnode, 0))
+    psafe = np.minimum(plocal, max(n - 1, 0))
+    premise_margin = np.where(pnode >= 0, cost_out[psafe] - alt[psafe], np.inf) if n else np.full(len(premises), np.inf)
     order = np.argsort(premises, kind="stable")
     return Explanation(
         nodes=chosen.astype(np.int64),
@@ -157,59 +170,39 @@ def _sigmoid(x: FloatArray) -> FloatArray:
     return out
 
 
-def subtree_min(topology: OmsTopology, direct: FloatArray) -> FloatArray:
-    """Per node: the minimum of ``direct`` (one value per node, inf where none) over its subtree."""
-    out = direct.copy()
-    parent = topology.node_parent
-    for level in topology.levels:
-        up = parent[level]
-        keep = up >= 0
-        np.minimum.at(out, up[keep], out[level[keep]])
-    return out
+def group_bursts(topology: OmsTopology, evid: IntArray, t_evid: IntArray, *, gap_us: int) -> tuple[IntArray, int]:
+    """Evidence grouped into bursts — one event, or events at about the same time: the burst of each
+    row of ``evid``, and how many bursts there are.
 
-
-def subtree_max(topology: OmsTopology, direct: FloatArray) -> FloatArray:
-    """Per node: the maximum of ``direct`` (one value per node, -inf where none) over its subtree."""
-    out = direct.copy()
-    parent = topology.node_parent
-    for level in topology.levels:
-        up = parent[level]
-        keep = up >= 0
-        np.maximum.at(out, up[keep], out[level[keep]])
-    return out
-
-
-def group_bursts(topology: OmsTopology, evid: IntArray, t_evid: IntArray, *, gap_us: int) -> list[IntArray]:
-    """Evidence grouped into bursts: one event, or events at about the same time.
-
-    Interruptions on one feeder more than ``gap_us`` apart are different events (a fuse, then
-    the recloser above it). Bursts of different feeders that start together are one (a substation),
-    but a burst never takes two of one feeder, so a storm's events do not chain into one.
+    Interruptions on one feeder more than ``gap_us`` apart are different events (a fuse, then the
+    recloser above it). Pieces of different feeders of one substation that start within ``gap_us``
+    of a burst's first are one burst (the substation, or a storm's simultaneous faults), but a burst
+    never takes two pieces of one feeder, so a storm's events do not chain into one.
     """
-    if not len(evid):
-        return []
-    topo, gap = topology, gap_us
-    nodes = topo.meter_node[evid]
-    branch = np.where(nodes >= 0, topo.node_branch[np.maximum(nodes, 0)], -1 - np.arange(len(evid)))
-    root = np.where(nodes >= 0, topo.node_root[np.maximum(nodes, 0)], branch)
+    n = len(evid)
+    if not n:
+        return np.empty(0, dtype=np.int64), 0
+    nodes = topology.meter_node[evid]
+    has = nodes >= 0
+    branch = np.where(has, topology.node_branch[np.maximum(nodes, 0)], -1 - np.arange(n))
+    root = np.where(has, topology.node_root[np.maximum(nodes, 0)], branch)
     order = np.lexsort((t_evid, branch))
     b_sorted, t_sorted = branch[order], t_evid[order]
-    cuts = np.flatnonzero((np.diff(b_sorted) != 0) | (np.diff(t_sorted) > gap)) + 1
-    pieces = np.split(order, cuts)
-    starts = t_sorted[np.concatenate([[0], cuts])]
-    piece_branch = b_sorted[np.concatenate([[0], cuts])]
-    piece_root = root[order][np.concatenate([[0], cuts])]
-    groups: list[list[int]] = []
-    open_groups: dict[int, list[tuple[int, set[int], int]]] = {}  # root -> (first start, branches, group)
-    for i in np.lexsort((starts, piece_root)).tolist():  # per substation, in time order
-        r, b, t = int(piece_root[i]), int(piece_branch[i]), int(starts[i])
-        candidates = open_groups.setdefault(r, [])
-        home = next((g for first, seen, g in candidates if t - first <= gap and b not in seen), None)
-        if home is None:
-            home = len(groups)
-            groups.append([])
-            candidates.append((t, set(), home))
-        groups[home].append(i)
-        next(seen for _, seen, g in candidates if g == home).add(b)
-        candidates[:] = [c for c in candidates if t - c[0] <= gap]
-    return [np.concatenate([pieces[i] for i in members]) for members in groups]
+    new_piece = np.concatenate([[True], (np.diff(b_sorted) != 0) | (np.diff(t_sorted) > gap_us)])
+    piece_of = np.cumsum(new_piece) - 1
+    heads = np.flatnonzero(new_piece)
+    starts, piece_branch, piece_root = t_sorted[heads], b_sorted[heads], root[order][heads]
+    group_of_piece = np.empty(len(heads), dtype=np.int64)
+    group, current_root, first = -1, None, 0
+    seen: set[int] = set()
+    sweep = np.lexsort((starts, piece_root))  # per substation, in time order
+    for i, r, b, t in zip(
+        sweep.tolist(), piece_root[sweep].tolist(), piece_branch[sweep].tolist(), starts[sweep].tolist(), strict=True
+    ):
+        if r != current_root or t - first > gap_us or b in seen:
+            group, current_root, first, seen = group + 1, r, t, set()
+        seen.add(b)
+        group_of_piece[i] = group
+    burst_of = np.empty(n, dtype=np.int64)
+    burst_of[order] = group_of_piece[piece_of]
+    return burst_of, group + 1

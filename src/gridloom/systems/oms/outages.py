@@ -49,6 +49,9 @@ class Outage:
     work_order_id: str | None = None
     estimated_restoration_us: int = -1
     notified: bool = False
+    notified_meters: IntArray = field(default_factory=_no_meters)  # the customers told it is out
+    dirty: bool = False  # new ping answers since the last evaluation
+    settled: bool = False  # no longer follows the evidence: its meters left the fresh evidence
     timeline: list[TimelineEntry] = field(default_factory=list)
 
     def log(self, at_us: int, what: str, detail: str = "") -> None:

@@ -424,6 +424,7 @@ class OmsActor:
 
         ``start`` defaults to the earliest outage's start (or now), ``end`` to now.
         """
+        self.core.take_queued()
         records = self.records()
         now = self.clock()
         first = min((r.start_us for r in records), default=to_micros(now))

@@ -180,6 +180,10 @@ class OmsTopology:
             known_out=known_out.astype(bool),
         )
 
+    def warm(self) -> None:
+        """Build the look-ups evaluations use (meter id hashes, levels, branches) now, not in a storm."""
+        _ = self._id_hashes, self.levels, self.node_branch, self.node_root, self.meters_below
+
     # ------------------------------------------------------------------ sizes and names
     @property
     def n_nodes(self) -> int:
@@ -301,9 +305,55 @@ class OmsTopology:
         direct = np.bincount(nodes[nodes >= 0], minlength=self.n_nodes)
         return self.subtree_sum(direct).astype(np.int64)
 
-    def within(self, outer_lo: int, outer_hi: int, lo: int, hi: int) -> bool:
-        """True if meter range [lo, hi) lies inside [outer_lo, outer_hi)."""
-        return outer_lo <= lo and hi <= outer_hi
+    # ------------------------------------------------------------------ sparse queries
+    def scope(self, nodes: IntArray) -> IntArray:
+        """``nodes`` and every node above them, ascending (preorder): where evidence can be explained."""
+        found = [np.unique(nodes)]
+        current = found[0]
+        while len(current):
+            up = self.node_parent[current]
+            current = np.unique(up[up >= 0])
+            found.append(current)
+        out: IntArray = np.unique(np.concatenate(found)).astype(np.int64)
+        return out
+
+    def count_in(self, sorted_nodes: IntArray, nodes: IntArray) -> IntArray:
+        """Per node of ``nodes``: how many entries of ``sorted_nodes`` (node numbers, ascending,
+        repeats allowed — e.g. the nodes of some meters) lie in its subtree."""
+        out: IntArray = np.searchsorted(sorted_nodes, self.node_end[nodes], "left") - np.searchsorted(
+            sorted_nodes, nodes, "left"
+        )
+        return out
+
+    def reduce_in(
+        self,
+        sorted_nodes: IntArray,
+        values: npt.NDArray[np.float64],
+        nodes: IntArray,
+        ufunc: np.ufunc,
+        empty: float,
+    ) -> npt.NDArray[np.float64]:
+        """Per node of ``nodes``: ``ufunc`` (np.minimum, np.maximum) over the ``values`` whose
+        ``sorted_nodes`` lie in its subtree; ``empty`` where none do."""
+        if not len(nodes):
+            return np.empty(0)
+        lo = np.searchsorted(sorted_nodes, nodes, "left")
+        hi = np.searchsorted(sorted_nodes, self.node_end[nodes], "left")
+        padded = np.append(values.astype(np.float64), empty)
+        idx = np.empty(2 * len(nodes), dtype=np.int64)
+        idx[0::2], idx[1::2] = lo, hi
+        out: npt.NDArray[np.float64] = ufunc.reduceat(padded, idx)[0::2]
+        out[hi <= lo] = empty
+        return out
+
+    def within_any(self, sorted_tops: IntArray, nodes: IntArray) -> BoolArray:
+        """True for each of ``nodes`` that lies in the subtree of one of ``sorted_tops`` (ascending)."""
+        if not len(sorted_tops):
+            return np.zeros(len(nodes), dtype=bool)
+        reach = np.maximum.accumulate(self.node_end[sorted_tops])
+        at = np.searchsorted(sorted_tops, nodes, "right") - 1
+        out: BoolArray = (at >= 0) & (reach[np.maximum(at, 0)] > nodes)
+        return out
 
 
 def _hash_ids(ids: npt.NDArray[np.str_], multipliers: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
