@@ -1,8 +1,9 @@
 """Outage management (OMS): detect, locate, verify and restore outages from meter events, at storm scale.
 
-- :class:`OmsCore` — the logic without the fabric: evidence in, evaluations out (:mod:`.core`), on an
-  :class:`OmsTopology` — the GIS model reduced to the devices an outage can be located at (:mod:`.topology`);
-  the inference that explains the evidence (:mod:`.inference`);
+- :class:`OmsCore` — the logic without the fabric: evidence in, evaluations out (:mod:`.core`; its parts
+  :mod:`.base`, :mod:`.location`, :mod:`.restoration`), on an :class:`OmsTopology` — the GIS model reduced
+  to the devices an outage can be located at (:mod:`.topology`); the inference that explains the evidence
+  (:mod:`.inference`); what the OMS heard from each meter (:mod:`.evidence`);
 - :class:`OmsConfig` (:mod:`.config`) and what an evaluation asks to send (:mod:`.actions`);
 - :class:`OutageRecord` and the records file (:mod:`.records`); IEEE 1366 indices (:mod:`.indices`);
 - :class:`OmsActor` — the actor on the fabric (:mod:`.service`) and the message bodies (:mod:`.wire`);
@@ -30,6 +31,7 @@ from gridloom.systems.oms.records import (
     load_records,
     save_records,
 )
+from gridloom.systems.oms.service import OmsActor
 from gridloom.systems.oms.topology import LOCATABLE_KINDS, OmsTopology
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "CustomerNotice",
     "InferenceParams",
     "OmsActions",
+    "OmsActor",
     "OmsConfig",
     "OmsCore",
     "OmsTopology",

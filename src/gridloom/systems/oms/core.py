@@ -1,32 +1,29 @@
 """The OMS's logic without the fabric: detect, locate, verify and restore outages from meter evidence.
 
 :class:`OmsCore` is synchronous and takes the time as an argument. Feed it meter events
-(:meth:`OmsCore.add_events`) and ping outcomes (:meth:`OmsCore.add_pings`) as they arrive, call
-:meth:`OmsCore.evaluate` when :attr:`OmsCore.due_us` has come, and carry out the
-:class:`OmsActions` it returns (pings to send, work orders, customer notices, status updates).
-Each evaluation:
+(:meth:`OmsCore.add_event_columns` as they travel, or :meth:`OmsCore.add_events` by meter row) and
+ping outcomes (:meth:`OmsCore.add_pings`) as they arrive, call :meth:`OmsCore.evaluate` when
+:attr:`OmsCore.due_us` has come (:meth:`OmsCore.is_due`), and carry out the :class:`OmsActions` it
+returns (pings to send, work orders, customer notices, status updates). Each evaluation:
 
-1. **verifies** young outages with the pings that came back: the meter of a single premise
-   answered (no outage: cancelled) or is dead while its neighbours answered (customer side);
-   a network outage with a dead meter below and live meters beside it is *confirmed*;
-2. **locates** (``explain`` in :mod:`.inference`) from every meter with fresh evidence that no
-   settled outage holds: the most upstream devices whose meters explain the evidence. Young
-   outages (detected less than ``merge_window_s`` ago, not restoring) follow the new
-   explanation — revised up or down, merged when one device now explains several, split when
-   several explain one; a new outage is predicted once its first report is ``hold_s`` old.
-   Outages still open after the window are settled: their meters no longer move;
-3. **restores**: a power restore (or, once settled, an answered ping) from a meter of an outage
-   since it began starts its restoration; ``restore_settle_s`` later (restores trickle in) the
-   OMS pings a sample of the meters not heard from — one per branch first, so a nested outage
-   shows even if all its last gasps were lost — and explains what is still dead within the
-   outage: nested outages (they keep the parent's start) or nothing (restored). An outage
-   restored within ``momentary_s`` is momentary;
-4. **dispatches** a work order with an estimated restoration time ``dispatch_delay_s`` after an
-   outage began (once verified, or once verification timed out), updates it when the location
-   is revised and closes it at restoration; customers get the estimate and the restoration.
+1. **takes in** the queued events at once (one vectorised meter-id lookup for every batch since
+   the last evaluation);
+2. **verifies** young outages with the pings that came back: the meter of a single premise
+   answered (no outage: cancelled) or is dead while its neighbours answered (customer side); a
+   network outage with a dead meter below and live meters beside it is *confirmed*;
+3. **starts restorations** (:mod:`.restoration`): power restores from an outage's meters;
+4. **locates** (:mod:`.location`, :mod:`.inference`): the fresh evidence that no settled outage
+   holds, burst by burst, explained by the most upstream devices whose meters explain it; young
+   outages follow — revised, merged, split — and a new outage is predicted once its first report
+   is ``hold_s`` old;
+5. **finishes restorations**: pings to the meters not heard from, then nested outages (they keep
+   the parent's start) or restored; momentary when within ``momentary_s``;
+6. **dispatches** a work order with an estimated restoration time ``dispatch_delay_s`` after an
+   outage began (once verified, or once verification timed out), updates it when the location is
+   revised and closes it at restoration; customers get the estimate and the restoration.
 
-Every array operation is over meters with fresh evidence or over nodes; the loops are over
-outages (a storm has thousands, not millions).
+The cost follows the news: array work is over meters with fresh evidence, bursts that changed and
+the nodes above their evidence; loops are over the outages that need something (watch lists).
 """
 
 from __future__ import annotations
