@@ -163,11 +163,20 @@ class CoreBase:
                         detected_us=now_us)  # fmt: skip
         outage.predicted_device_id = self._device_id(node, meter)
         outage.log(now_us, "detected", f"at {outage.predicted_device_id}, confidence {confidence:.2f}")
+        if self._restore_only(node, meter):
+            outage.log(now_us, "start unknown", "no last gasp came through: it began before its first restore")
         self.outages.append(outage)
         self._open_ids.add(outage.id)
         self._unsettled.add(outage.id)
         self._to_dispatch.add(outage.id)
         return outage
+
+    def _restore_only(self, node: int, meter: int) -> bool:
+        """True when the meters of a new outage told of it by restores alone (no last gasp)."""
+        topo, ev = self._topo, self.evidence
+        rows = self._span_rows(int(topo.lo[node]), int(topo.hi[node])) if node >= 0 else np.asarray([meter])
+        fresh = ev.restore[rows] > ev.consumed[rows]
+        return bool(fresh.any() and not (ev.gasp[rows][fresh] > ev.consumed[rows][fresh]).any())
 
     def _mask(self, outage: Outage) -> None:
         """An outage that stops following the evidence: its meters leave the fresh evidence (it keeps them)."""

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from gridloom.devices.comms import CommConfig
 from gridloom.devices.concentrators import ConcentratorBatch, Concentrators
 from gridloom.devices.distributions import Distribution
-from gridloom.devices.meters import EPOCH, MeterConfig, MeterFleet, to_us
+from gridloom.devices.meters import EPOCH, MeterConfig, MeterEventKind, MeterFleet, to_us
 from gridloom.grid.connectivity import ConnectivityModel, DeviceKind
 from gridloom.grid.faults import FaultState
 from gridloom.grid.protection import Fault, ProtectionResult, ProtectionSettings, simulate_faults
@@ -39,7 +39,7 @@ from gridloom.systems.oms.topology import OmsTopology
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 _US = 1_000_000
-DRILL_COMM = CommConfig(last_gasp_loss_probability=0.3, last_gasp_mesh_dependency=0.0)
+DRILL_COMM = CommConfig(last_gasp_loss_probability=0.3, last_gasp_mesh_dependency=0.0, batch_loss_probability=0.0)
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,7 @@ class FaultOutcome:
     located: bool  # at the device or one with exactly its meters
     located_exact: bool
     predicted: str | None
+    gasps_in_time: int = -1  # last gasps of its customers that reached the OMS within 3 minutes (-1: not counted)
 
 
 @dataclass(frozen=True)
@@ -226,14 +227,34 @@ class DrillScore:
         return len(ok) / len(self.outcomes) if self.outcomes else 0.0
 
     @property
+    def detected_within_3min_share_told(self) -> float:
+        """The same, among the outages at least one last gasp of which reached the OMS within 3 minutes
+        (the others — a customer or two whose every last gasp was lost — no meter evidence can show in time)."""
+        told = [o for o in self.outcomes if o.gasps_in_time != 0]
+        ok = [o for o in told if o.detection_delay_s is not None and o.detection_delay_s <= 180.0]
+        return len(ok) / len(told) if told else 0.0
+
+    @property
+    def silent(self) -> int:
+        """Outages no last gasp of which reached the OMS within 3 minutes."""
+        return sum(o.gasps_in_time == 0 for o in self.outcomes)
+
+    @property
     def mean_detection_delay_s(self) -> float | None:
         delays = [o.detection_delay_s for o in self.outcomes if o.detection_delay_s is not None]
         return float(np.mean(delays)) if delays else None
 
 
-def score(core: OmsCore, fld: OutageField, results: list[ProtectionResult]) -> DrillScore:
-    """Match each sustained outage protection caused to the OMS's records: detected when, located where."""
+def score(
+    core: OmsCore, fld: OutageField, results: list[ProtectionResult], batches: list[ConcentratorBatch] | None = None
+) -> DrillScore:
+    """Match each sustained outage protection caused to the OMS's records: detected when, located where.
+
+    With the ``batches`` the OMS was given, each outcome also counts the last gasps of its customers
+    that reached the OMS within 3 minutes of the outage.
+    """
     topo = fld.topology
+    gasp_meter, gasp_at, gasp_arrival = _gasps(batches or [])
     records = [r for r in core.records() if r.status is not OutageStatus.CANCELLED and not r.customer_side]
     rec_node = [topo.node_of(r.device_id) if r.kind is OutageKind.NETWORK else -1 for r in records]
     rec_meters: list[set[int]] = []
@@ -270,6 +291,10 @@ def score(core: OmsCore, fld: OutageField, results: list[ProtectionResult]) -> D
         final = [i for i in matched if records[i].status is not OutageStatus.MERGED and not records[i].momentary]
         best = max(final, key=lambda i: len(rec_meters[i] & customers), default=None)
         predicted = records[best].device_id if best is not None else None
+        told = -1
+        if batches is not None:
+            hit = (gasp_at >= start - 10 * _US) & (gasp_arrival <= start + 180 * _US)
+            told = int(np.isin(gasp_meter[hit], np.fromiter(customers, dtype=np.int64)).sum())
         outcomes.append(
             FaultOutcome(
                 device=device,
@@ -280,9 +305,25 @@ def score(core: OmsCore, fld: OutageField, results: list[ProtectionResult]) -> D
                 located=best is not None and rec_node[best] == truth_node,
                 located_exact=predicted == device,
                 predicted=predicted,
+                gasps_in_time=told,
             )
         )
     return DrillScore(outcomes)
+
+
+def _gasps(batches: list[ConcentratorBatch]) -> tuple[IntArray, IntArray, IntArray]:
+    """Meter, meter time and arrival of every last gasp in ``batches``."""
+    parts = [
+        (b.events.meter, b.events.at_us, np.full(len(b.events), b.arrives_at_us, dtype=np.int64), b.events.kind)
+        for b in batches
+        if b.events is not None and len(b.events)
+    ]
+    if not parts:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
+    meter, at, arrival, kind = (np.concatenate(column) for column in zip(*parts, strict=True))
+    gasp = kind == MeterEventKind.LAST_GASP
+    return meter[gasp], at[gasp], arrival[gasp]
 
 
 def random_faults(
