@@ -131,7 +131,7 @@ async def test_meters_to_oms_to_crews_and_customers(grid: Grid, tmp_path: Path) 
     assert [o["action"] for o in orders] == ["create", "close"]
     assert orders[0]["device_id"] == grid.fuse
     assert orders[0]["estimated_restoration_us"] > orders[0]["started_at_us"]
-    statuses = [m.body["status"] for m in grid.crew.messages if m.message_type == "outage_status"]
+    statuses = [s for m in grid.crew.messages if m.message_type == "outage_status" for s in m.body["status"]]
     assert statuses[0] == "suspected"
     assert statuses[-1] == "restored"
     # customers: the estimated restoration, then the restoration (DGM-27, encrypted: customer data)

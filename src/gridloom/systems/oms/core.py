@@ -145,14 +145,19 @@ class OmsCore(Restoration):
         """Ping outcomes: ``alive`` answered, the others did not (no supply). ``done``: the request is complete."""
         self.evidence.add_pings(np.asarray(meters, dtype=np.int64), np.asarray(alive, dtype=bool), at_us=at_us)
         if request_id is not None:
-            pending = self._pending_pings.get(request_id)
-            if pending is not None:
-                outage = self.outages[pending[0]]
-                outage.dirty = True
-                if done:
-                    del self._pending_pings[request_id]
-                    outage.outstanding.discard(request_id)
+            self.ping_answered(request_id, done=done)
         self._want(at_us)
+
+    def ping_answered(self, request_id: str, *, done: bool = True) -> None:
+        """Answers to ping round ``request_id`` came in (all of them: ``done``)."""
+        pending = self._pending_pings.get(request_id)
+        if pending is None:
+            return
+        outage = self.outages[pending[0]]
+        outage.dirty = True
+        if done:
+            del self._pending_pings[request_id]
+            outage.outstanding.discard(request_id)
 
     def _want(self, at_us: int) -> None:
         at_us = max(at_us, self._last_eval_us + round(self.config.evaluate_interval_s * US))

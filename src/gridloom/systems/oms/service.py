@@ -125,8 +125,9 @@ class OmsActor:
         self._endpoint: Endpoint | None = None
         self._dms: Endpoint | None = None
         self._parts: dict[str, dict[int, ConnectivityColumns]] = {}
-        self._ping_chunks: dict[str, tuple[str, int]] = {}  # message request id -> (core request id, chunks)
-        self._chunks_left: dict[str, int] = {}
+        self._ping_chunks: dict[str, list[str]] = {}  # ping message's request id -> the core's rounds in it
+        self._chunks_left: dict[str, int] = {}  # core's ping round -> messages not answered yet
+        self._ping_messages = 0
         self._ready = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -296,15 +297,10 @@ class OmsActor:
         if body is None:
             return
         self.stats.ping_answers += 1
-        chunk = self._ping_chunks.pop(body.request_id, None)
-        if chunk is None:
+        rounds = self._ping_chunks.pop(body.request_id, None)
+        if rounds is None:
             log.info("%s: answer to an unknown ping %s", self.instance, body.request_id)
             return
-        core_id, _ = chunk
-        self._chunks_left[core_id] = self._chunks_left.get(core_id, 1) - 1
-        done = self._chunks_left[core_id] <= 0
-        if done:
-            self._chunks_left.pop(core_id, None)
         topo = self.core.topology
         if topo is None:
             return
@@ -312,7 +308,14 @@ class OmsActor:
         meters = topo.meters_of(body.reads.meter_id + dead_ids)
         alive = np.zeros(len(meters), dtype=bool)
         alive[: len(body.reads.meter_id)] = True
-        self.core.add_pings(meters, alive, at_us=to_micros(message.received_at), request_id=core_id, done=done)
+        self.core.add_pings(meters, alive, at_us=to_micros(message.received_at))
+        for core_id in rounds:
+            left = self._chunks_left.get(core_id, 1) - 1
+            if left > 0:
+                self._chunks_left[core_id] = left
+            else:
+                self._chunks_left.pop(core_id, None)
+            self.core.ping_answered(core_id, done=left <= 0)
 
     async def _model_part(self, message: Message) -> None:
         part = self._decode(message, ConnectivityColumns)
@@ -338,12 +341,10 @@ class OmsActor:
 
     # ------------------------------------------------------------------ sending
     async def _send(self, actions: OmsActions) -> None:
-        for ping in actions.pings:
-            await self._send_ping(ping)
+        await self._send_pings(actions.pings)
         for order in actions.work_orders:
             await self._send_work_order(order)
-        for update in actions.status:
-            await self._send_status(update)
+        await self._send_status(actions.status)
         for notice in actions.notices:
             await self._send_notice(notice)
 
@@ -357,17 +358,27 @@ class OmsActor:
             return False
         return True
 
-    async def _send_ping(self, ping: PingRequest) -> None:
+    async def _send_pings(self, pings: list[PingRequest]) -> None:
+        """All of an evaluation's ping rounds in as few on-demand reads as the head-end takes (a storm asks
+        for hundreds of small rounds at once)."""
         topo = self.core.topology
-        if topo is None:
+        if topo is None or not pings:
             return
-        ids = topo.payload.meter_id[ping.meters].tolist()
-        chunks = [ids[i : i + self.max_ping_meters] for i in range(0, len(ids), self.max_ping_meters)]
-        self._chunks_left[ping.request_id] = len(chunks)
-        for k, chunk in enumerate(chunks):
-            request_id = f"{self.instance}-{ping.request_id}-{k}"
-            self._ping_chunks[request_id] = (ping.request_id, len(chunks))
-            body = PingRequestBody(request_id, chunk, f"outage verification ({ping.purpose.value}) {ping.outage_id}")
+        meters = np.unique(np.concatenate([ping.meters for ping in pings]))
+        size = self.max_ping_meters
+        chunk_rounds: list[list[str]] = [[] for _ in range(-(-len(meters) // size))]
+        for ping in pings:
+            chunks = np.unique(np.searchsorted(meters, ping.meters) // size).tolist()
+            self._chunks_left[ping.request_id] = len(chunks)
+            for k in chunks:
+                chunk_rounds[k].append(ping.request_id)
+        ids = topo.payload.meter_id[meters].tolist()
+        for k, rounds in enumerate(chunk_rounds):
+            self._ping_messages += 1
+            request_id = f"{self.instance}-ping-{self._ping_messages:07d}"
+            self._ping_chunks[request_id] = rounds
+            chunk = ids[k * size : (k + 1) * size]
+            body = PingRequestBody(request_id, chunk, f"outage verification ({len(rounds)} rounds)")
             sent = await self._try(
                 "ping", HEADEND_INTERFACE, self.endpoint, DeclaredType.ON_DEMAND_READ, body,
                 to=self.headend, group="ami_headend", records=len(chunk),
@@ -384,14 +395,23 @@ class OmsActor:
                            to=self.field_crew, group="field_crew"):  # fmt: skip
             self.stats.work_orders_sent += 1
 
-    async def _send_status(self, update: StatusUpdate) -> None:
+    async def _send_status(self, updates: list[StatusUpdate]) -> None:
+        """The evaluation's status updates in one message (columns: one row per outage)."""
+        if not updates:
+            return
         body = OutageStatusBody(
-            update.outage_id, update.status, update.device_id, update.customers, update.confidence,
-            update.started_at_us, update.estimated_restoration_us, update.restored_at_us,
-        )  # fmt: skip
+            outage_id=[u.outage_id for u in updates],
+            status=[u.status for u in updates],
+            device_id=[u.device_id for u in updates],
+            customers=[u.customers for u in updates],
+            confidence=[u.confidence for u in updates],
+            started_at_us=[u.started_at_us for u in updates],
+            estimated_restoration_us=[u.estimated_restoration_us for u in updates],
+            restored_at_us=[u.restored_at_us for u in updates],
+        )
         if await self._try("outage status", CREW_INTERFACE, self.endpoint, DeclaredType.OUTAGE_STATUS, body,
-                           to=self.field_crew, group="field_crew"):  # fmt: skip
-            self.stats.status_sent += 1
+                           to=self.field_crew, group="field_crew", records=len(updates)):  # fmt: skip
+            self.stats.status_sent += len(updates)
 
     async def _send_notice(self, notice: CustomerNotice) -> None:
         topo = self.core.topology

@@ -70,16 +70,17 @@ class WorkOrderResponse(msgspec.Struct):
 
 
 class OutageStatusBody(msgspec.Struct):
-    """AMI-18 ``outage_status``. Times in µs since the epoch; -1 when not known (yet)."""
+    """AMI-18 ``outage_status``, columnar: one row per outage whose status changed. Times in µs since
+    the epoch; -1 when not known (yet)."""
 
-    outage_id: str
-    status: str
-    device_id: str
-    customers: int
-    confidence: float
-    started_at_us: int
-    estimated_restoration_us: int
-    restored_at_us: int
+    outage_id: list[str]
+    status: list[str]
+    device_id: list[str]
+    customers: list[int]
+    confidence: list[float]
+    started_at_us: list[int]
+    estimated_restoration_us: list[int]
+    restored_at_us: list[int]
 
 
 # --- to the customer side (DGM-27) --------------------------------------------------------------
