@@ -52,13 +52,13 @@ def test_validate_exits_2_naming_file_line_and_field(tmp_path: Path, monkeypatch
 
 def test_validate_exits_2_on_schema_errors_and_missing_files(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("systems: [ami_headend, oms]\n")
+    path.write_text("systems: [ami_headend, mdms, dms]\n")
     result = runner.invoke(app, ["scenario", "validate", str(path)])
     assert result.exit_code == 2
-    assert "line 1, systems[1]: oms is not built yet (issue 7)" in result.stderr
+    assert "line 1, systems[2]: dms is not a system gridloom runs" in " ".join(result.stderr.split())
     missing = runner.invoke(app, ["scenario", "validate", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 2
-    assert "no such file (bundled scenarios: default, storm" in " ".join(missing.stderr.split())
+    assert "no such file (bundled scenarios: default," in " ".join(missing.stderr.split())
 
 
 def test_show_prints_the_default_scenario_as_yaml_that_reads_back() -> None:
