@@ -331,7 +331,7 @@ def test_headline_figures_and_tables_show_the_metrics(report: str) -> None:
     assert "✓" in dgm20
     assert "R-TOU" in report
     assert "clock_drift" in report
-    assert "No demand-response system yet — issue 8." in report
+    assert "No demand-response system in this run: add lms to the scenario systems." in report
     assert "No attack drill in this run." in report
     assert "41.8 s" in report
 

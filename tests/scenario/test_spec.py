@@ -11,6 +11,7 @@ from gridloom.grid.connectivity import build_connectivity
 from gridloom.grid.networks import load_district
 from gridloom.scenario.spec import (
     AttackDrillEvent,
+    DemandResponseEvent,
     FaultEvent,
     MeterFirmwareEvent,
     Scenario,
@@ -198,7 +199,13 @@ def test_bad_durations_say_how_to_write_one(bad: object) -> None:
         ),
         pytest.param("customers:\n  ev_share: 1.5\n", 2, "customers.ev_share", "less than or equal to 1", id="share"),
         pytest.param("systems: [oms]\n", 1, "systems[0]", "oms needs ami_headend", id="oms needs head-end"),
-        pytest.param("systems:\n  - ami_headend\n  - DRMS\n", 3, "systems[1]", "not built yet (issue 8)", id="drms"),
+        pytest.param(
+            "systems:\n  - ami_headend\n  - DRMS\n",
+            3,
+            "systems[1]",
+            "lms needs ami_headend and cis: add cis",
+            id="drms",
+        ),
         pytest.param("systems: [ami_headend, mdsm]\n", 1, "systems[1]", "did you mean mdms", id="unknown system"),
         pytest.param(
             "systems: [ami_headend, mdms, billing]\n", 1, "systems[2]", "billing needs mdms and cis", id="needs"
@@ -210,8 +217,8 @@ def test_bad_durations_say_how_to_write_one(bad: object) -> None:
             "timeline:\n  - at: '17:00'\n    kind: demand_response\n",
             3,
             "timeline[0].kind",
-            "needs the demand-response system, not built yet (issue 8)",
-            id="demand response refused",
+            "a demand_response event is run by the LMS: add lms to systems",
+            id="demand response without the lms",
         ),
         pytest.param(
             "timeline:\n  - at: '17:00'\n    kind: fualt\n", 3, "timeline[0].kind", "did you mean 'fault'", id="kind"
@@ -235,7 +242,7 @@ def test_bad_durations_say_how_to_write_one(bad: object) -> None:
         pytest.param("time:\n  start: 2026-07-01T00:00:00\n", 2, "time.start", "no timezone", id="naive start"),
         pytest.param("time:\n  days: 0.3\n", 2, "time.days", "whole number of 15-minute steps", id="days"),
         pytest.param(
-            "programs: {demand_response_share: 0.2}\n", 1, "programs.demand_response_share", "issue 8", id="dr"
+            "programs: {demand_response_share: 0.2}\n", 1, "programs.demand_response_share", "add lms", id="dr"
         ),
         pytest.param("seed: 1\nseed: 2\n", 2, "seed", "appears twice (also line 1)", id="duplicate key"),
         pytest.param("name: my run\n", 1, "name", "names the run folder", id="name"),
@@ -339,3 +346,96 @@ def test_storm_event_defaults() -> None:
     (storm,) = load_scenario("timeline: [{at: '16:00', kind: storm}]").timeline
     assert isinstance(storm, StormEvent)
     assert (storm.duration, storm.faults, storm.temporary_share) == (7200, 12, 0.3)
+
+
+# --------------------------------------------------------------------------- demand response
+LMS = "systems: [ami_headend, mdms, cis, lms]\nprograms: {demand_response_share: 0.3}\n"
+
+
+def test_a_demand_response_event_reads_with_its_defaults() -> None:
+    s = load_scenario(LMS + "timeline:\n  - {at: '17:00', kind: demand_response}\n")
+    assert s.systems == ("ami_headend", "mdms", "cis", "lms")
+    ((at, event),) = s.schedule()
+    assert isinstance(event, DemandResponseEvent)
+    assert at == DAY1 + dt.timedelta(hours=17)
+    assert (event.program, event.duration, event.notice, event.shed_kw) == ("dlc", 7200, 3600, None)
+    assert load_scenario(s.to_yaml()) == s
+
+
+def test_the_bundled_demand_response_scenario_sheds_the_evening_peak(rural) -> None:
+    s = load_bundled("demand_response")
+    assert "demand_response" in bundled_scenarios()
+    assert (s.grid.customers, s.time.days, s.programs.demand_response_share) == (3000, 1, 0.3)
+    assert "lms" in s.systems
+    ((at, event),) = s.schedule()
+    assert isinstance(event, DemandResponseEvent)
+    assert (at, at + dt.timedelta(seconds=event.duration)) == (
+        DAY1 + dt.timedelta(hours=17),
+        DAY1 + dt.timedelta(hours=19),
+    )
+    assert event.program == "dlc"
+    assert load_scenario(s.to_yaml()) == s
+    check_devices(s, district=rural[0], connectivity=rural[1])
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "says"),
+    [
+        pytest.param(
+            "systems: [ami_headend, mdms, lms]\n", 1, "systems[2]", "lms needs ami_headend and cis: add cis", id="cis"
+        ),
+        pytest.param(
+            "systems: [ami_headend, mdms, cis, lms]\ntimeline:\n  - {at: '17:00', kind: demand_response}\n",
+            3,
+            "timeline[0].kind",
+            "set programs.demand_response_share above 0",
+            id="nobody enrolled",
+        ),
+        pytest.param(
+            LMS + "timeline:\n  - at: '17:00'\n    kind: demand_response\n    program: cpp\n",
+            6,
+            "timeline[0].program",
+            "program 'cpp' is an OpenADR event and the scenario runner starts no VTN yet: use program: dlc",
+            id="openadr program",
+        ),
+        pytest.param(
+            LMS + "timeline:\n  - at: '17:00'\n    kind: demand_response\n    program: dcl\n",
+            6,
+            "timeline[0].program",
+            "unknown program 'dcl'; did you mean 'dlc'?",
+            id="unknown program",
+        ),
+        pytest.param(
+            LMS + "timeline:\n  - at: '17:05'\n    kind: demand_response\n",
+            4,
+            "timeline[0].at",
+            "17:05 is not on a 15-minute boundary",
+            id="not on a step",
+        ),
+        pytest.param(
+            LMS + "timeline:\n  - at: '17:00'\n    kind: demand_response\n    duration: 20min\n",
+            6,
+            "timeline[0].duration",
+            "20min is not a whole number of 15-minute steps",
+            id="duration",
+        ),
+        pytest.param(
+            LMS + "timeline:\n  - at: '23:00'\n    kind: demand_response\n",
+            4,
+            "timeline[0].duration",
+            "the event lasts past the end of the run (2026-07-02T00:00:00Z)",
+            id="past the end",
+        ),
+        pytest.param(
+            LMS + "timeline:\n  - at: '17:00'\n    kind: demand_response\n    shed_kw: 0\n",
+            6,
+            "timeline[0].shed_kw",
+            "greater than 0",
+            id="shed nothing",
+        ),
+    ],
+)
+def test_demand_response_errors_name_line_and_field(text: str, line: int, field: str, says: str) -> None:
+    error = _error(text)
+    assert (error.line, error.field) == (line, field), str(error)
+    assert says in error.message

@@ -605,10 +605,18 @@ def _oms(m: Mapping[str, Any]) -> list[str]:
 def _demand_response(m: Mapping[str, Any]) -> list[str]:
     dr = _map(m.get("demand_response"))
     if dr.get("implemented") is not True:
-        return ['<p class="dim">No demand-response system yet — issue 8.</p>']
+        return ['<p class="dim">No demand-response system in this run: add lms to the scenario systems.</p>']
     events = [_map(e) for e in _list(dr.get("events"))]
+    intro = []
+    if "enrolled" in dr:
+        intro = [
+            f"<p>{_int(dr.get('enrolled'))} of {_int(dr.get('eligible'))} residential LV customers enrolled in "
+            "direct load control; the LMS commands their HAN devices through the head-end (AMI-12c, relayed to "
+            "their ESI on AMI-27). Baseline: their switched devices as they would have run without the event; "
+            "actual: as they ran.</p>"
+        ]
     if not events:
-        return ["<p>No demand-response event in this run.</p>"]
+        return [*intro, "<p>No demand-response event in this run.</p>"]
     svg = plots.demand_response(
         [
             (str(e.get("name") or f"event {i + 1}"), _times(e.get("at")), _floats(e.get("baseline_kw")),
@@ -624,10 +632,19 @@ def _demand_response(m: Mapping[str, Any]) -> list[str]:
             peak, mean = f"{np.nanmax(series):,.1f}", f"{np.nanmean(series):,.1f}"
         else:
             peak, mean = _fixed(shed), MISSING
-        rows.append((_text(e.get("name"), f"event {i + 1}"), _time(e.get("start")), _time(e.get("end")), peak, mean))
+        settlement = e.get("settlement")
+        settled = _map(settlement)
+        reduction_wh = _num(settled.get("reduction_wh"))
+        settled_text = (
+            f"{_energy(None if reduction_wh is None else reduction_wh / 1000)} reduced ({_text(settled.get('method'))})"
+            if settled
+            else _text(settlement)
+        )
+        rows.append((_text(e.get("name"), f"event {i + 1}"), _time(e.get("start")), _time(e.get("end")), peak, mean,
+                     _int(e.get("meters_confirmed")), settled_text))  # fmt: skip
     columns = (("event", False), ("start (UTC)", False), ("end (UTC)", False), ("peak shed kW", True),
-               ("mean shed kW", True))  # fmt: skip
-    return [*_figure(svg, "The events carry no baseline or actual series."), *_table(columns, rows)]
+               ("mean shed kW", True), ("meters confirmed", True), ("settlement", False))  # fmt: skip
+    return [*intro, *_figure(svg, "The events carry no baseline or actual series."), *_table(columns, rows)]
 
 
 def _timeline(m: Mapping[str, Any]) -> list[str]:

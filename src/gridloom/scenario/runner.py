@@ -58,6 +58,7 @@ from gridloom.grid.profiles import STEP_S
 from gridloom.grid.simulate import ScheduledFault, Simulation, SimulationConfig, StepResult
 from gridloom.grid.territory import build_territory
 from gridloom.scenario import metrics as run_metrics
+from gridloom.scenario.demand import DemandResponsePlugin
 from gridloom.scenario.drills import Captured, run_drill
 from gridloom.scenario.outages import OutagePlugin
 from gridloom.scenario.plugin import FabricClock, RunContext, SystemPlugin
@@ -615,7 +616,7 @@ class Runner:
 
 
 #: Systems beside the core ones, by catalog actor id: what the runner plugs in when a scenario names them.
-PLUGINS: dict[str, Callable[[], SystemPlugin]] = {"oms": OutagePlugin}
+PLUGINS: dict[str, Callable[[], SystemPlugin]] = {"oms": OutagePlugin, "lms": DemandResponsePlugin}
 
 STORM_DEVICE_KINDS = (DeviceKind.FUSE, DeviceKind.FUSE, DeviceKind.SERVICE_TRANSFORMER, DeviceKind.RECLOSER)
 STORM_REPAIR_S = (3600.0, 4 * 3600.0)  # crews repair each permanent storm fault within 1-4 h

@@ -59,16 +59,23 @@ from gridloom.systems.cis.tariffs import default_tariffs
 Loc = tuple[str | int, ...]
 
 #: Systems the runner can run (catalog actor ids), and what each needs beside it.
-IMPLEMENTED_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms", "cis", "billing", "oms")
+IMPLEMENTED_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms", "cis", "billing", "oms", "lms")
 SYSTEM_NEEDS: dict[str, tuple[str, ...]] = {
     "mdms": ("ami_headend",),
     "billing": ("mdms", "cis"),
     "oms": ("ami_headend",),
+    "lms": ("ami_headend", "cis"),  # direct load control goes through the head-end; the CIS enrols
 }
+#: The systems of a scenario that names none (``default.yaml`` lists them).
+DEFAULT_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms", "cis", "billing", "oms")
 #: The field network always runs, and its meters report through these.
 CORE_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms")
 #: Catalogued systems that are planned, with the issue that builds them.
-PLANNED_SYSTEMS: dict[str, int] = {"lms": 8}
+PLANNED_SYSTEMS: dict[str, int] = {}
+#: Demand-response programs the LMS knows, and the one the scenario runner can run (direct load control
+#: through the head-end: the others are OpenADR events, and the runner starts no VTN).
+DR_PROGRAMS: tuple[str, ...] = ("dlc", "cpp", "rtp", "reliability")
+RUNNER_DR_PROGRAMS: tuple[str, ...] = ("dlc",)
 ATTACKS: tuple[str, ...] = ("replay", "tampered", "forged_identity", "unauthorised_command", "disconnect_flood")
 STEP_S = 900.0  # the SimBench load and generation profiles are 15-minute series
 
@@ -270,7 +277,9 @@ class CustomersSpec(_Model):
 
 
 class ProgramsSpec(_Model):
-    demand_response_share: Share = 0.0  # residential customers enrolled in demand response
+    #: share of the residential LV customers enrolled in demand response (direct load control), drawn with
+    #: the seed; above 0 only with the lms system
+    demand_response_share: Share = 0.0
 
 
 _COMM = CommConfig()
@@ -418,13 +427,46 @@ class AttackDrillEvent(_Event):
 
 
 class DemandResponseEvent(_Event):
-    """A demand-response event (accepted by the schema; refused until the DR system exists, issue 8)."""
+    """A demand-response event from ``at`` for ``duration`` (needs the ``lms`` system).
+
+    The LMS gets the requirement ``notice`` ahead (or when the run starts, if later) and dispatches
+    ``program`` — only ``dlc``, direct load control through the AMI head-end, runs in the scenario
+    runner — to enrolled customers until ``shed_kw`` is expected (all of them without it).
+    """
 
     kind: Literal["demand_response"] = "demand_response"
     duration: Duration = 7200.0
+    program: str = "dlc"
+    shed_kw: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    notice: Duration = 3600.0
+
+    @field_validator("program")
+    @classmethod
+    def _runner_program(cls, program: str) -> str:
+        if program in RUNNER_DR_PROGRAMS:
+            return program
+        if program in DR_PROGRAMS:
+            raise ValueError(
+                f"program {program!r} is an OpenADR event and the scenario runner starts no VTN yet: "
+                "use program: dlc (direct load control through the AMI head-end)"
+            )
+        raise ValueError(
+            f"unknown program {program!r}{_did_you_mean(program, DR_PROGRAMS)} (the runner runs: "
+            f"{', '.join(RUNNER_DR_PROGRAMS)})"
+        )
+
+    @field_validator("duration")
+    @classmethod
+    def _whole_steps(cls, duration: float) -> float:
+        if duration % STEP_S:
+            raise ValueError(
+                f"{format_duration(duration)} is not a whole number of 15-minute steps (the devices act per step)"
+            )
+        return duration
 
     def describe(self) -> str:
-        return f"demand response for {format_duration(self.duration)}"
+        how_much = f"{self.shed_kw:g} kW" if self.shed_kw is not None else "every enrolled customer"
+        return f"{self.program} for {format_duration(self.duration)}, {how_much}"
 
 
 TimelineEvent = Annotated[
@@ -456,7 +498,7 @@ class Scenario(_Model):
     seed: int = Field(default=1, ge=0)
     grid: GridSpec = GridSpec()
     time: TimeSpec = TimeSpec()
-    systems: tuple[str, ...] = IMPLEMENTED_SYSTEMS
+    systems: tuple[str, ...] = DEFAULT_SYSTEMS
     customers: CustomersSpec = CustomersSpec()
     programs: ProgramsSpec = ProgramsSpec()
     communication: CommunicationSpec = CommunicationSpec()
@@ -517,25 +559,47 @@ class Scenario(_Model):
         start, end = self.time.start, self.end
         span = f"the run, {_iso(start)} to {_iso(end)}"
         for i, event in enumerate(self.timeline):
-            if isinstance(event, DemandResponseEvent):
-                problems.append((("timeline", i, "kind"), "needs the demand-response system, not built yet (issue 8)"))
-                continue
             at = event.at_datetime(start)
             if not start <= at < end:
                 when = event.at if event.at == _iso(at) else f"{event.at} ({_iso(at)})"
                 problems.append((("timeline", i, "at"), f"{when} is outside {span}"))
             elif isinstance(event, StormEvent) and at + dt.timedelta(seconds=event.duration) > end:
                 problems.append((("timeline", i, "duration"), f"the storm lasts past the end of {span}"))
-        if self.programs.demand_response_share > 0:
+            elif isinstance(event, DemandResponseEvent):
+                problems.extend((("timeline", i, *loc), text) for loc, text in self._demand_response_problems(event))
+        if self.programs.demand_response_share > 0 and "lms" not in self.systems:
             problems.append(
                 (
                     ("programs", "demand_response_share"),
-                    "needs the demand-response system, not built yet (issue 8): leave it at 0",
+                    "enrols customers in the LMS's demand response: add lms to systems, or leave it at 0",
                 )
             )
         if problems:
             raise _Problems(problems)
         return self
+
+    def _demand_response_problems(self, event: DemandResponseEvent) -> list[tuple[Loc, str]]:
+        """What keeps a demand-response event (inside the run) from running; paths relative to the event."""
+        at = event.at_datetime(self.time.start)
+        if "lms" not in self.systems:
+            return [
+                (
+                    ("kind",),
+                    "a demand_response event is run by the LMS: add lms to systems (it needs ami_headend and cis)",
+                )
+            ]
+        if self.programs.demand_response_share == 0:
+            return [
+                (
+                    ("kind",),
+                    "no customer is enrolled in demand response: set programs.demand_response_share above 0",
+                )
+            ]
+        if at.timestamp() % STEP_S:
+            return [(("at",), f"{event.at} is not on a 15-minute boundary (the devices act per step)")]
+        if at + dt.timedelta(seconds=event.duration) > self.end:
+            return [(("duration",), f"the event lasts past the end of the run ({_iso(self.end)})")]
+        return []
 
     # ------------------------------------------------------------------ helpers for the runner
     @property

@@ -1,0 +1,147 @@
+"""Demand response in a scenario run: the LMS's direct load control reaches the customers' ESI through the
+head-end, the enrolled customers shed during the event, the substation sees it, and the report shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gridloom.errors import ScenarioError
+from gridloom.fabric import MemoryTransport
+from gridloom.scenario.runner import RunOptions, RunResult, run_scenario
+from gridloom.scenario.spec import load_scenario
+
+SYSTEMS = "systems: [ami_headend, mdms, cis, lms]\nprograms: {demand_response_share: 0.5}\n"
+AFTERNOON = "grid: {customers: 600}\ntime: {start: 2026-07-01T12:00:00Z, days: 0.375}\n" + SYSTEMS  # 12:00-21:00
+EVENT = 'timeline:\n  - {at: "17:00", kind: demand_response, duration: 1h}\n'
+START, END = dt.datetime(2026, 7, 1, 17, tzinfo=dt.UTC), dt.datetime(2026, 7, 1, 18, tzinfo=dt.UTC)
+
+
+def run(text: str, out: Path) -> RunResult:
+    return asyncio.run(run_scenario(load_scenario(text), RunOptions(out=out)))
+
+
+@pytest.fixture(scope="module")
+def with_event(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    return run("name: dr\n" + AFTERNOON + EVENT, tmp_path_factory.mktemp("dr") / "run")
+
+
+@pytest.fixture(scope="module")
+def without_event(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """The same afternoon, the same enrolment, no event: what the grid would have done."""
+    return run("name: no-dr\n" + AFTERNOON + "timeline: []\n", tmp_path_factory.mktemp("no-dr") / "run")
+
+
+def the_event(result: RunResult) -> dict[str, Any]:
+    (event,) = result.metrics["demand_response"]["events"]
+    return dict(event)
+
+
+def test_the_lms_command_goes_through_the_head_end_to_the_esi(with_event: RunResult) -> None:
+    m = with_event.metrics
+    dr = m["demand_response"]
+    assert dr["implemented"] is True
+    assert 0 < dr["enrolled"] < dr["eligible"]
+    delivered = {row["interface"]: row["delivered"] for row in m["interfaces"]}
+    assert delivered["AMI-12c"] == 2  # the LMS's load_control_event to the head-end, and the answer back
+    assert delivered["AMI-27"] == 2  # relayed to the ESI, and its confirmation
+    assert delivered["DGM-22"] == 2  # the CIS's enrolment to the LMS, the LMS's event records to the CIS
+    assert m["rejections"] == {}
+    assert all(row["rejected"] == 0 for row in m["interfaces"])
+    assert dr["load_control_relayed_by_headend"] == 1
+    event = the_event(with_event)
+    assert event["notified_at"] == "2026-07-01T16:00:00+00:00"  # an hour's notice
+    assert event["status"] == "planned"
+    assert event["meters_confirmed"] == event["meters_commanded"] > 0
+    assert event["meters_failed"] == 0
+    assert dr["records_received_by_cis"] == event["meters_commanded"]
+    kinds = [(e["at"], e["kind"]) for e in m["timeline"]]
+    assert ("2026-07-01T16:00:00+00:00", "demand_response") in kinds
+
+
+def test_the_enrolled_customers_shed_during_the_event_and_catch_up_after(with_event: RunResult) -> None:
+    event = the_event(with_event)
+    at = [dt.datetime.fromisoformat(t) for t in event["at"]]
+    baseline, actual = np.array(event["baseline_kw"]), np.array(event["actual_kw"])
+    assert at[0] == START - dt.timedelta(hours=3)
+    before = np.array([t < START for t in at])
+    during = np.array([START <= t < END for t in at])
+    assert during.sum() == 4
+    assert actual[before] == pytest.approx(baseline[before])  # nothing changes until the ESI acts
+    assert np.all(actual[during] < baseline[during])
+    assert np.all(actual[during] <= 0.05 * baseline[during])  # direct load control switches the devices off
+    assert event["shed_kw"] == pytest.approx(list(baseline[during] - actual[during]), abs=2e-3)
+    # afterwards the devices catch up (the houses cool down again, the tanks reheat), then settle back
+    first_after = int(np.flatnonzero(during)[-1]) + 1
+    assert actual[first_after] > baseline[first_after]
+    assert event["rebound_kwh"] > 0
+    assert abs(actual[-1] - baseline[-1]) < 0.2 * event["shed_kw"][0]
+
+
+def test_the_substation_draws_less_during_the_event(with_event: RunResult, without_event: RunResult) -> None:
+    at = [dt.datetime.fromisoformat(t) for t in with_event.metrics["series"]["at"]]
+    assert at == [dt.datetime.fromisoformat(t) for t in without_event.metrics["series"]["at"]]
+    shed, usual = (np.array(r.metrics["series"]["substation_kw"]) for r in (with_event, without_event))
+    before = np.array([t < START for t in at])
+    during = np.array([START <= t < END for t in at])
+    assert shed[before] == pytest.approx(usual[before])
+    less_kwh = float((usual[during] - shed[during]).sum()) * 0.25
+    event = the_event(with_event)
+    assert event["shed_kwh"] > 0
+    assert less_kwh == pytest.approx(event["shed_kwh"], rel=0.1)  # the shed, and the losses it saves
+    after = int(np.flatnonzero(during)[-1]) + 1
+    assert shed[after] > usual[after]  # the rebound reaches the substation too
+
+
+def test_no_meter_runs_backwards_for_the_shed(with_event: RunResult, without_event: RunResult) -> None:
+    """Each site is sized to its home: a shed never takes more than the customer draws."""
+    flagged = with_event.metrics["vee"]["flagged"]
+    assert "negative" not in flagged
+    assert "reverse_rotation" not in flagged
+    assert flagged == without_event.metrics["vee"]["flagged"]
+
+
+def test_the_settlement_says_what_history_it_lacks(with_event: RunResult) -> None:
+    settlement = the_event(with_event)["settlement"]
+    assert settlement == (
+        "not settled: the 10-in-10 baseline needs 10 prior days of reads like the event day's (at least 5); "
+        "the run has 0"
+    )
+
+
+def test_the_report_shows_baseline_against_actual(with_event: RunResult) -> None:
+    report = with_event.report.read_text(encoding="utf-8")
+    section = report[report.index("<h2>Demand response</h2>") : report.index("<h2>Timeline of injected events</h2>")]
+    assert "<svg" in section
+    assert "dr-1: DLC 17:00-18:00 UTC" in section
+    assert "residential LV customers enrolled in direct load control" in section
+    assert "needs 10 prior days of reads" in section
+    assert "No demand-response system" not in report
+
+
+def test_an_event_at_the_start_of_the_run_acts_from_the_first_step(tmp_path: Path) -> None:
+    """Notice that would fall before the run: the LMS gets the requirement when the run starts; shed_kw
+    asks for part of the enrolment only."""
+    text = (
+        "grid: {customers: 300}\ntime: {start: 2026-07-01T16:00:00Z, days: 0.125}\n" + SYSTEMS
+        + 'timeline:\n  - {at: "16:00", kind: demand_response, duration: 30min, shed_kw: 0.3}\n'
+    )  # fmt: skip
+    result = run(text, tmp_path / "run")
+    event = the_event(result)
+    assert event["notified_at"] == "2026-07-01T16:00:00+00:00"
+    assert event["shed_kw"][0] > 0
+    assert 0 < event["meters_commanded"] < result.metrics["demand_response"]["enrolled"]
+    assert event["planned_kw"] >= 0.3
+
+
+def test_an_enrolment_larger_than_the_bus_carries_is_refused_with_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MemoryTransport, "max_payload_bytes", 4_000)  # as a NATS server with a small max_payload
+    with pytest.raises(ScenarioError, match=r"lower programs\.demand_response_share or grid\.customers"):
+        run("grid: {customers: 300}\ntime: {days: 0.25}\n" + SYSTEMS + "timeline: []\n", tmp_path / "run")
