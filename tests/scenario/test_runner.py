@@ -245,3 +245,4 @@ def test_the_oms_detects_locates_and_restores_the_default_days_outage(default_ru
     carried = {row["interface"] for row in m["interfaces"]}
     assert {"AMI-11", "AMI-14", "AMI-18", "AMI-28", "DGM-27"} <= carried
     assert "What the OMS saw" in (default_run.out / "report.html").read_text()
+    assert (default_run.out / "oms_outages.json").exists()  # for gridloom oms report RUN_FOLDER

@@ -29,6 +29,7 @@ from gridloom.systems.headend.config import EventSubscription
 from gridloom.systems.oms.service import OmsActor
 from gridloom.systems.oms.wire import WorkOrderBody, WorkOrderResponse
 
+RECORDS_FILE = "oms_outages.json"
 OUTAGE_EVENTS = frozenset({"LAST_GASP", "POWER_RESTORE"})
 
 
@@ -97,6 +98,8 @@ class OutagePlugin:
         return None
 
     async def stop(self, ctx: RunContext) -> None:
+        if self.oms is not None:
+            self.oms.save(ctx.out / RECORDS_FILE)  # for `gridloom oms report RUN_FOLDER`
         for actor in (self.gis, self.oms):
             if actor is not None:
                 await actor.close()

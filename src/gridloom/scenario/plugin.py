@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gridloom.scenario.clock import SimulationClock
@@ -46,6 +47,7 @@ class RunContext:
     """What a plugged-in system may use: the fabric, the simulation, the core actors, and the run's log."""
 
     scenario: Scenario
+    out: Path  # the run folder: a system may keep its own records there
     catalog: Catalog
     fabric: Fabric
     clock: FabricClock

@@ -325,7 +325,10 @@ class Runner:
             )
             mdms = await MdmsActor.attach(fabric, issue("mdms", "mdms-1"), core)
         with self.walls.timing("fabric"):
-            network = MeterNetwork(meters, fleets.concentrators, headend=headend.instance, clock=clock)
+            # events on their own path at the head-end: a storm's last gasps never wait behind reads
+            network = MeterNetwork(
+                meters, fleets.concentrators, headend=headend.instance, clock=clock, separate_event_path=True
+            )
             identities = issue_concentrator_identities(ca, fleets.concentrators, catalog=catalog, clock=clock)
             await network.attach(fabric, identities)
             headend.register_meters(network.routes())
@@ -339,8 +342,9 @@ class Runner:
             actors.billing_inbox = inbox
             actors.billing_endpoint = await fabric.attach(issue("billing", "billing-1"), keep)
         self.context = RunContext(
-            scenario=self.scenario, catalog=catalog, fabric=fabric, clock=clock, simulation=simulation,
-            headend=headend, mdms=mdms, network=network, issue=issue, alarm=self._alarm, log=self._log,
+            scenario=self.scenario, out=self.options.out, catalog=catalog, fabric=fabric, clock=clock,
+            simulation=simulation, headend=headend, mdms=mdms, network=network, issue=issue, alarm=self._alarm,
+            log=self._log,
         )  # fmt: skip
         for plugin in self.plugins:
             with self.walls.timing(plugin.key):
