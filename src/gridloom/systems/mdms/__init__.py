@@ -13,8 +13,12 @@ whole batches::
     store.add_versions(estimate(checked, expected=grid, history=history, registers=registers, events=events))
 
 Pass the same ``history`` table to both: estimation reuses what validation made of it.
+Reads arriving in batches (no grid, no history) take :func:`validate_arrivals`, the same flags
+without a sort. The MDMS itself (buffered ingest, nightly VEE, the actor) is in
+:mod:`gridloom.systems.mdms.service`.
 """
 
+from gridloom.systems.mdms.arrival import validate_arrivals
 from gridloom.systems.mdms.editing import EDITABLE, VersionedReads, edit, edit_many
 from gridloom.systems.mdms.estimation import Estimation, estimate, estimate_detailed
 from gridloom.systems.mdms.report import VeeReport, summarize, vee_report
@@ -51,5 +55,6 @@ __all__ = [
     "history_windows",
     "summarize",
     "validate",
+    "validate_arrivals",
     "vee_report",
 ]

@@ -219,6 +219,9 @@ class ReadIngest:
             accepted, repeated = self._validated(batches)
         except VeeInputError:
             return _sum(done, self._one_by_one(batches))
+        except BaseException:
+            self.buffer.restore(batches)
+            raise
         if not wait:
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mdms-store-writer")
