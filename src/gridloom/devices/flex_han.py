@@ -66,7 +66,6 @@ class EsiGateway:
     async def close(self) -> None:
         if self._endpoint is not None:
             await self._endpoint.close()
-            self.fabric.endpoints.pop(self.identity.instance, None)
             self._endpoint = None
 
     async def handle(self, message: Message) -> None:

@@ -95,7 +95,6 @@ class Aggregator:
     async def close(self) -> None:
         if self._endpoint is not None:
             await self._endpoint.close()
-            self.fabric.endpoints.pop(self.identity.instance, None)
             self._endpoint = None
 
     @property

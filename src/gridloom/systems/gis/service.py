@@ -96,7 +96,6 @@ class GisActor:
     async def close(self) -> None:
         if self._endpoint is not None:
             await self._endpoint.close()
-            self.fabric.endpoints.pop(self.identity.instance, None)
             self._endpoint = None
 
     @property

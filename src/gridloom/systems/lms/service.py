@@ -132,7 +132,6 @@ class Lms:
     async def close(self) -> None:
         if self._endpoint is not None:
             await self._endpoint.close()
-            self.fabric.endpoints.pop(self.identity.instance, None)
             self._endpoint = None
 
     @property

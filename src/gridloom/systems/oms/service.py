@@ -190,7 +190,6 @@ class OmsActor:
         for endpoint in (self._endpoint, self._dms):
             if endpoint is not None:
                 await endpoint.close()
-                self.fabric.endpoints.pop(endpoint.instance, None)
         self._endpoint = self._dms = None
 
     @property
