@@ -246,3 +246,9 @@ def test_the_oms_detects_locates_and_restores_the_default_days_outage(default_ru
     assert {"AMI-11", "AMI-14", "AMI-18", "AMI-28", "DGM-27"} <= carried
     assert "What the OMS saw" in (default_run.out / "report.html").read_text()
     assert (default_run.out / "oms_outages.json").exists()  # for gridloom oms report RUN_FOLDER
+
+
+def test_gridloom_run_takes_a_bundled_scenario_by_name(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["run", "nonesuch", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "bundled scenarios: default," in " ".join(result.output.split())

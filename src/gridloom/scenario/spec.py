@@ -750,6 +750,16 @@ def bundled_scenarios() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in _DATA.iterdir() if p.name.endswith(".yaml"))
 
 
+def load_file_or_bundled(file: str) -> Scenario:
+    """A scenario file, or a bundled scenario by name when no such file exists (``storm``)."""
+    path = Path(file)
+    if not path.exists():
+        if file in bundled_scenarios():
+            return load_bundled(file)
+        raise ScenarioError(f"no such file (bundled scenarios: {', '.join(bundled_scenarios())})", source=file)
+    return load_scenario(path)
+
+
 def load_bundled(name: str) -> Scenario:
     """A scenario shipped with gridloom, by name."""
     names = bundled_scenarios()

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from gridloom.cli.errors import user_errors
 from gridloom.scenario.runner import RunOptions, RunProgress, RunResult, run_scenario
-from gridloom.scenario.spec import default_scenario, load_scenario
+from gridloom.scenario.spec import default_scenario, load_file_or_bundled
 
 console = Console()
 
@@ -68,7 +68,8 @@ def _quiet_fabric_log() -> Iterator[None]:
 
 def run(
     scenario_file: Annotated[
-        Path | None, typer.Argument(help="A scenario YAML file (default: the scenario that ships with gridloom).")
+        str | None,
+        typer.Argument(help="A scenario YAML file, or a bundled one by name (default, storm, demand_response)."),
     ] = None,
     customers: Annotated[int | None, typer.Option(help="Override the scenario's number of customers.")] = None,
     days: Annotated[float | None, typer.Option(help="Override the scenario's simulated days.")] = None,
@@ -84,7 +85,7 @@ def run(
 ) -> None:
     """Run a scenario: the grid, the meters and every system on the secured fabric; write metrics and a report."""
     with _quiet_fabric_log(), user_errors():
-        scenario = load_scenario(scenario_file) if scenario_file is not None else default_scenario()
+        scenario = load_file_or_bundled(scenario_file) if scenario_file is not None else default_scenario()
         scenario = scenario.with_overrides(customers=customers, days=days, seed=seed)
         folder = out or Path("runs") / f"{scenario.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
         if folder.exists() and any(folder.iterdir()):

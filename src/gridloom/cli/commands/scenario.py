@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,32 +10,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from gridloom.cli.errors import user_errors
-from gridloom.errors import ScenarioError
 from gridloom.grid.connectivity import DeviceKind, build_connectivity
 from gridloom.grid.networks import load_district
 from gridloom.grid.territory import build_territory
 from gridloom.scenario.spec import (
-    Scenario,
-    bundled_scenarios,
     check_devices,
     default_scenario,
     format_duration,
-    load_bundled,
-    load_scenario,
+    load_file_or_bundled,
 )
 
 app = typer.Typer(help="Scenario files: check one, or print the effective scenario.", no_args_is_help=True)
 console = Console()
-
-
-def _load(file: str) -> Scenario:
-    """A file, or a bundled scenario by name when no such file exists (``storm``)."""
-    path = Path(file)
-    if not path.exists():
-        if file in bundled_scenarios():
-            return load_bundled(file)
-        raise ScenarioError(f"no such file (bundled scenarios: {', '.join(bundled_scenarios())})", source=file)
-    return load_scenario(path)
 
 
 @app.command("validate")
@@ -45,7 +30,7 @@ def validate(
 ) -> None:
     """Check a scenario (device ids against the grid included) and summarise it; exit 2 naming line and field."""
     with user_errors():
-        scenario = _load(file)
+        scenario = load_file_or_bundled(file)
         with console.status("loading the grid to check device ids (cached after the first time)…"):
             district = load_district(scenario.grid.district)
             connectivity = build_connectivity(district)
@@ -94,6 +79,6 @@ def show(
 ) -> None:
     """Print the effective scenario as YAML: the file with every default filled in."""
     with user_errors():
-        scenario = default_scenario() if file is None else _load(file)
+        scenario = default_scenario() if file is None else load_file_or_bundled(file)
     # plain echo: YAML's [lists] are not rich markup
     typer.echo(scenario.to_yaml(), nl=False)
