@@ -134,6 +134,15 @@ def _print_result(result: RunResult) -> None:
         rows.append(
             ("bills issued / held / total", f"{b['issued']:,} / {b['held']:,} / {b['billed_total']} {b['currency']}")
         )
+    if m.get("oms"):
+        oms = m["oms"]
+        delay = (oms.get("detection_delay_s") or {}).get("mean")
+        rows.append(("OMS: outages detected / mean detection delay",
+                     f"{len(oms.get('outages', []))} / {'-' if delay is None else f'{delay:.0f} s'}"))  # fmt: skip
+    dr = m.get("demand_response") or {}
+    if dr.get("implemented") and dr.get("events"):
+        shed = max((max(e.get("shed_kw") or [0]) for e in dr["events"]), default=0)
+        rows.append(("demand-response events / largest shed (kW)", f"{len(dr['events'])} / {shed:,.1f}"))
     traffic = sum(row["delivered"] for row in m["interfaces"])
     rows.append(("messages delivered / interfaces with traffic", f"{traffic:,} / {len(m['interfaces'])}"))
     rows.append(("rejections", ", ".join(f"{k} {v}" for k, v in m["rejections"].items()) or "none"))
