@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gridloom.cli.errors import USAGE_ERROR
+from gridloom.cli.times import period_bound
 from gridloom.errors import GridloomError, VeeInputError
 from gridloom.store import open_store, redact
 from gridloom.store.importer import COLUMNS, REQUIRED, read_interval_file
@@ -86,20 +86,6 @@ class VeeReportFormat(StrEnum):
     JSON = "json"
 
 
-def _vee_time(text: str | None, *, option: str, end: bool) -> dt.datetime | None:
-    """A day (UTC midnight; for --to the day is included) or an ISO 8601 time (UTC when it has no offset)."""
-    if text is None:
-        return None
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text) + dt.timedelta(days=1 if end else 0)
-            return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-        at = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise VeeInputError(f"{option} {text!r} is not a day (2026-11-01) or an ISO 8601 time") from None
-    return (at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
-
-
 @app.command("vee-report")
 def vee_report_command(
     store: Store = DEFAULT_STORE,
@@ -121,8 +107,8 @@ def vee_report_command(
     from gridloom.systems.mdms import vee_report
 
     try:
-        first = _vee_time(start, option="--from", end=False)
-        last = _vee_time(end, option="--to", end=True)
+        first = period_bound(start, option="--from", end=False, error=VeeInputError)
+        last = period_bound(end, option="--to", end=True, error=VeeInputError)
         if first is not None and last is not None and last <= first:
             raise VeeInputError(f"--to ({end}) must come after --from ({start})")
         if "://" not in store and store != ":memory:" and not Path(store).exists():

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gridloom.cli.errors import user_errors
+from gridloom.cli.times import period_bound
 from gridloom.errors import OutageRecordsError
 from gridloom.systems.oms.indices import reliability_indices
 from gridloom.systems.oms.records import EPOCH, OutageRecord, OutageStatus, load_records
@@ -31,20 +32,6 @@ def oms() -> None:
 class ReportFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
-
-
-def _time(text: str | None, *, option: str, end: bool) -> dt.datetime | None:
-    """A day (UTC midnight; for --to the day is included) or an ISO 8601 time (UTC when it has no offset)."""
-    if text is None:
-        return None
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text) + dt.timedelta(days=1 if end else 0)
-            return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-        at = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise OutageRecordsError(f"{option} {text!r} is not a day (2026-07-01) or an ISO 8601 time") from None
-    return (at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
 def _records_path(path: Path) -> Path:
@@ -89,8 +76,8 @@ def report(
     """
     with user_errors():
         found, served = load_records(_records_path(records))
-        first = _time(start, option="--from", end=False)
-        last = _time(end, option="--to", end=True)
+        first = period_bound(start, option="--from", end=False, error=OutageRecordsError)
+        last = period_bound(end, option="--to", end=True, error=OutageRecordsError)
         starts = [r.start_us for r in found if r.start_us >= 0]
         if first is None:
             first = EPOCH + dt.timedelta(microseconds=min(starts)) if starts else dt.datetime.now(dt.UTC)
