@@ -51,9 +51,6 @@ class ConnectivityResponse(msgspec.Struct):
     meter_device: list[int]
     meter_transformer: list[int]
 
-    def columns(self) -> ConnectivityColumns:
-        return ConnectivityColumns(**{name: getattr(self, name) for name in ConnectivityColumns.__struct_fields__})
-
     @classmethod
     def of(cls, request_id: str, part: ConnectivityColumns) -> ConnectivityResponse:
         return cls(request_id, **{name: getattr(part, name) for name in ConnectivityColumns.__struct_fields__})
