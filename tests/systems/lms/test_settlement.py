@@ -108,6 +108,72 @@ def test_a_missing_event_read_leaves_the_meter_unsettled():
     assert credits["account_id"].to_pylist() == [account_of(B)]
 
 
+CONTROL = [f"s000-m{i:05d}" for i in range(100, 112)]  # 12 non-participating meters
+CONTROL_RULE = BaselineRule(method=BaselineMethod.CONTROL_GROUP, timezone=ZONE)
+HOT = 1.5  # the event day is hot: every meter draws 50 % more all day
+
+
+def control_reads(*, hot: bool = False) -> pa.Table:
+    """Control meters alternate 80 and 120 Wh (mean 100); A draws twice the group, halved in the event."""
+    day = 1.0 + (HOT - 1.0) * hot
+
+    def factor(t_us: np.ndarray) -> np.ndarray:
+        return np.where(t_us >= _us(dt.datetime(2026, 11, 9, 23, tzinfo=UTC)), day, 1.0)  # 10 Nov, Berlin
+
+    parts = [
+        month_reads([m], delivered_wh=lambda t, w=80.0 + 40.0 * (i % 2): w * factor(t), start=HISTORY_START)
+        for i, m in enumerate(CONTROL)
+    ]
+    parts.append(
+        month_reads([A], delivered_wh=lambda t: np.where(in_event(t), 100.0, 200.0) * factor(t), start=HISTORY_START)
+    )
+    return pa.concat_tables(parts)
+
+
+def test_control_group_baseline_by_hand():
+    event = EventWindow("dlc-1110", EV_START, EV_END, (A,), control_meter_ids=tuple(CONTROL))
+    a = one(performance(control_reads(), [event], rule=CONTROL_RULE), A)
+    # the group's mean is 100 Wh a slot; A drew 200 in the adjustment hours: factor 2, baseline 8 x 100 x 2
+    assert (a["method"], a["days_used"], a["control_meters"]) == ("control-group", 0, 12)
+    assert a["adjustment_factor"] == pytest.approx(2.0)
+    assert (a["baseline_wh"], a["actual_wh"]) == (pytest.approx(1600.0), pytest.approx(800.0))
+    assert a["reduction_wh"] == pytest.approx(800.0)
+
+
+def test_on_a_hot_event_day_the_control_group_finds_the_shed_the_capped_ten_in_ten_misses():
+    true_reduction = 8 * 100.0 * HOT  # A sheds half of its 200 Wh x 1.5 in each of the 8 slots
+    reads_ = control_reads(hot=True)
+    ten = one(performance(reads_, [EventWindow("e", EV_START, EV_END, (A,))], rule=RULE), A)
+    cg = one(performance(reads_, [EventWindow("e", EV_START, EV_END, (A,), tuple(CONTROL))], rule=CONTROL_RULE), A)
+    assert cg["reduction_wh"] == pytest.approx(true_reduction)
+    assert ten["reduction_wh"] < 0.7 * true_reduction  # the +20 % cap leaves most of the heat in "actual"
+
+
+def test_control_group_needs_enough_complete_control_meters():
+    r = control_reads()
+    late = pc.and_(
+        pc.is_in(r["meter_id"], pa.array(CONTROL[:5])),
+        pc.equal(r["interval_start"], pa.scalar(EV_START, r.schema.field("interval_start").type)),
+    )
+    event = EventWindow("e", EV_START, EV_END, (A,), tuple(CONTROL))
+    a = one(performance(r.filter(pc.invert(late)), [event], rule=CONTROL_RULE), A)
+    assert (a["complete"], a["control_meters"]) == (False, 7)  # 5 control meters lack a read: 7 < 10
+    assert a["reduction_wh"] is None or np.isnan(a["reduction_wh"])
+    five = BaselineRule(method=BaselineMethod.CONTROL_GROUP, timezone=ZONE, min_control_meters=5)
+    ok = one(performance(r.filter(pc.invert(late)), [event], rule=five), A)
+    assert ok["complete"]
+    assert ok["reduction_wh"] == pytest.approx(800.0)
+
+
+def test_control_group_inputs_are_checked():
+    with pytest.raises(BaselineInputError, match="needs a control group"):
+        performance(control_reads(), [EventWindow("e", EV_START, EV_END, (A,))], rule=CONTROL_RULE)
+    with pytest.raises(BaselineInputError, match="cannot be in its control group"):
+        EventWindow("e", EV_START, EV_END, (A,), (A, *CONTROL))
+    with pytest.raises(BaselineInputError, match="adjust"):
+        BaselineRule(method=BaselineMethod.CONTROL_GROUP, adjust=False)
+
+
 def test_mixed_interval_lengths_are_refused():
     r = pa.concat_tables(
         [month_reads([A], start=HISTORY_START), month_reads([B], interval_s=3600, start=HISTORY_START)]

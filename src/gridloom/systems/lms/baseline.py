@@ -6,9 +6,17 @@ methods, computed for every participating meter at once (numpy over a meters x d
 * **10-in-10** — the average, slot by slot, of the 10 most recent *eligible* days before the event
   (same kind of day — weekday or weekend —, not a holiday, not an event day, every needed interval
   read), within ``lookback_days``;
-* **high 5 of 10** — of those 10 days, the 5 with the highest energy in the event window.
+* **high 5 of 10** — of those 10 days, the 5 with the highest energy in the event window;
+* **control group** — a comparison group's load on the event day itself: the mean, slot by slot,
+  of non-participating meters (:attr:`EventWindow.control_meter_ids`, e.g. the same class of customer
+  on the same feeders), scaled to each participant by the ratio of its energy to the group's in the
+  adjustment hours before the event (uncapped: the ratio *is* the matching). It needs no history, so
+  an event can be settled on the day it happened, and as the group lives through the same weather
+  and the same day, the day-to-day noise that swamps small sheds under 10-in-10 cancels out in
+  the aggregate (NAESB's "Baseline Type-II" family; evaluations of residential direct load
+  control use it).
 
-Either may be *adjusted on the same day*: the ratio of the event day's actual energy to the
+10-in-10 and high 5 of 10 may be *adjusted on the same day*: the ratio of the event day's actual energy to the
 baseline's in the ``adjustment_hours`` ending ``adjustment_gap_hours`` before the event starts,
 capped to ``1 ± adjustment_cap``, multiplies the baseline (CAISO/NYISO practice: the hours just
 before a notified event are left out, as customers may pre-cool).
@@ -16,7 +24,9 @@ before a notified event are left out, as customers may pre-cool).
 Delivered reduction = adjusted baseline - actual, over the event's intervals, per meter. Days are
 local calendar days of the utility's time zone; reads are the current versions (VEE's estimates and
 edits count, as they do for billing). A meter with fewer than ``min_days`` eligible days, or with a
-missing read in the event, gets ``complete = false`` and no reduction (settlement skips it).
+missing read in the event, gets ``complete = false`` and no reduction (settlement skips it); under
+the control-group method, a participant is incomplete when fewer than ``min_control_meters`` control
+meters have every read of the event day's window, or when it has no read in the adjustment hours.
 """
 
 from __future__ import annotations
@@ -48,7 +58,8 @@ PERFORMANCE_SCHEMA = pa.schema(
         ("method", pa.string()),
         ("start_at", TIMESTAMP),
         ("end_at", TIMESTAMP),
-        ("days_used", pa.int32()),
+        ("days_used", pa.int32()),  # history days averaged (0 under the control-group method)
+        ("control_meters", pa.int32()),  # control-group method: complete control meters averaged (else 0)
         ("adjustment_factor", pa.float64()),
         ("baseline_wh", pa.float64()),  # adjusted, over the event's intervals
         ("actual_wh", pa.float64()),
@@ -61,6 +72,7 @@ PERFORMANCE_SCHEMA = pa.schema(
 class BaselineMethod(StrEnum):
     TEN_IN_TEN = "10-in-10"
     HIGH_5_OF_10 = "high-5-of-10"
+    CONTROL_GROUP = "control-group"
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,11 @@ class EventWindow:
     start_at: dt.datetime
     end_at: dt.datetime
     meter_ids: tuple[str, ...]
+    control_meter_ids: tuple[str, ...] = ()  # the comparison group of the control-group baseline
 
     def __post_init__(self) -> None:
+        if set(self.meter_ids) & set(self.control_meter_ids):
+            raise BaselineInputError(f"event {self.event_id}: a participating meter cannot be in its control group")
         for name in ("start_at", "end_at"):
             value = getattr(self, name)
             if value.tzinfo is None or value.utcoffset() is None:
@@ -97,6 +112,7 @@ class BaselineRule:
     holidays: tuple[dt.date, ...] = ()
     timezone: str = "UTC"
     excluded_days: tuple[dt.date, ...] = field(default=())  # other event days (local dates)
+    min_control_meters: int = 10  # control group: fewer complete control meters, no baseline
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", BaselineMethod(self.method))
@@ -106,6 +122,15 @@ class BaselineRule:
             raise BaselineInputError(f"BaselineRule.high_days must lie in 1..days, got {self.high_days}")
         if self.lookback_days < self.days:
             raise BaselineInputError("BaselineRule.lookback_days must be at least days")
+        if self.min_control_meters < 1:
+            raise BaselineInputError(
+                f"BaselineRule.min_control_meters must be at least 1, got {self.min_control_meters}"
+            )
+        if self.method is BaselineMethod.CONTROL_GROUP and not (self.adjust and self.adjustment_hours > 0):
+            raise BaselineInputError(
+                "the control-group baseline scales the group to each participant over the adjustment hours: "
+                "keep adjust=True and adjustment_hours > 0"
+            )
         if not 0 <= self.adjustment_cap <= 1:
             raise BaselineInputError(f"BaselineRule.adjustment_cap must lie in [0, 1], got {self.adjustment_cap}")
         try:
@@ -148,6 +173,13 @@ def performance(
     day_all = local_us // _DAY_US
     slot_all = (local_us % _DAY_US) // (interval_s * _US)
     energy_all = np.asarray(pc.fill_null(reads["energy_delivered_wh"], np.nan).to_numpy(zero_copy_only=False), float)
+    if rule.method is BaselineMethod.CONTROL_GROUP:
+        lacking = [e.event_id for e in events if not e.control_meter_ids]
+        if lacking:
+            raise BaselineInputError(
+                f"the control-group baseline needs a control group: event(s) {', '.join(lacking)} have no "
+                "control_meter_ids (non-participating meters of the same kind of customer)"
+            )
     event_days = {e.start_at.astimezone(zone).date() for e in events} | set(rule.excluded_days)
     parts = [
         _one_event(
@@ -195,20 +227,88 @@ def _one_event(
         [d != day0 and (d.weekday() >= 5) == weekend and d not in rule.holidays and d not in event_days for d in days]
     )
     first_day = _epoch_day(days[0])
+    d_idx, s_idx = day_all - first_day, slot_all - lo
+    in_span = (d_idx >= 0) & (d_idx <= lookback) & (s_idx >= 0) & (s_idx < width)
+
+    def grid_of(meters: pa.Array, *, days_back: int) -> FloatArray:
+        """Energy per (meter, day, slot) over the last ``days_back`` + 1 days, NaN where no read."""
+        m_idx = np.asarray(pc.fill_null(pc.index_in(meter_col, value_set=meters), -1).to_numpy(), np.int64)
+        keep = in_span & (m_idx >= 0) & (d_idx >= lookback - days_back)
+        grid = np.full((len(meters), days_back + 1, width), np.nan)
+        grid[m_idx[keep], d_idx[keep] - (lookback - days_back), s_idx[keep]] = energy_all[keep]
+        return grid
+
+    control: FloatArray | None = None
+    if rule.method is BaselineMethod.CONTROL_GROUP:
+        group = pa.array(list(dict.fromkeys(event.control_meter_ids)), pa.string())
+        control = grid_of(group, days_back=0)[:, 0, :]
+        control = control[~np.isnan(control).any(axis=1)]  # only meters with every read of the window
     meters = pa.array(list(dict.fromkeys(event.meter_ids)), pa.string())
     out = []
-    for c0 in range(0, max(len(meters), 1), chunk_meters):
+    for c0 in range(0, len(meters), chunk_meters):
         chunk = meters[c0 : c0 + chunk_meters]
-        if len(chunk) == 0:
-            break
-        m_idx = np.asarray(pc.fill_null(pc.index_in(meter_col, value_set=chunk), -1).to_numpy(), np.int64)
-        d_idx = day_all - first_day
-        s_idx = slot_all - lo
-        keep = (m_idx >= 0) & (d_idx >= 0) & (d_idx <= lookback) & (s_idx >= 0) & (s_idx < width)
-        grid = np.full((len(chunk), lookback + 1, width), np.nan)
-        grid[m_idx[keep], d_idx[keep], s_idx[keep]] = energy_all[keep]
-        out.append(_baseline(event, rule, chunk, grid, candidate, ev_lo - lo, adj_lo - lo, adj_hi - lo))
+        if control is not None:
+            today = grid_of(chunk, days_back=0)[:, 0, :]
+            out.append(_control_baseline(event, rule, chunk, today, control, ev_lo - lo, adj_lo - lo, adj_hi - lo))
+        else:
+            grid = grid_of(chunk, days_back=lookback)
+            out.append(_baseline(event, rule, chunk, grid, candidate, ev_lo - lo, adj_lo - lo, adj_hi - lo))
     return pa.concat_tables(out) if out else PERFORMANCE_SCHEMA.empty_table()
+
+
+def _control_baseline(
+    event: EventWindow,
+    rule: BaselineRule,
+    meters: pa.Array,
+    today: FloatArray,
+    control: FloatArray,
+    ev0: int,
+    adj0: int,
+    adj1: int,
+) -> pa.Table:
+    """The control group's mean load on the event day, scaled to each participant over the adjustment hours."""
+    n = len(meters)
+    enough = control.shape[0] >= rule.min_control_meters
+    group = control.mean(axis=0) if control.shape[0] else np.zeros(today.shape[1])
+    group_adj = group[adj0:adj1].sum()
+    mine_adj = today[:, adj0:adj1].sum(axis=1)
+    ok = enough & np.isfinite(mine_adj) & (group_adj > 0)
+    factor = np.divide(mine_adj, group_adj, out=np.full(n, np.nan), where=ok)
+    baseline_wh = group[ev0:].sum() * factor
+    actual_wh = today[:, ev0:].sum(axis=1)
+    complete = ok & np.isfinite(actual_wh)
+    used = np.zeros(n, np.int32), np.full(n, control.shape[0], np.int32)
+    return _table(event, rule, meters, used, factor, baseline_wh, actual_wh, complete)
+
+
+def _table(
+    event: EventWindow,
+    rule: BaselineRule,
+    meters: pa.Array,
+    used: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]],
+    factor: FloatArray,
+    baseline_wh: FloatArray,
+    actual_wh: FloatArray,
+    complete: BoolArray,
+) -> pa.Table:
+    n = len(meters)
+    return pa.table(
+        {
+            "event_id": pa.array([event.event_id] * n, pa.string()),
+            "meter_id": meters,
+            "method": pa.array([rule.method.value] * n, pa.string()),
+            "start_at": pa.array([event.start_at] * n, TIMESTAMP),
+            "end_at": pa.array([event.end_at] * n, TIMESTAMP),
+            "days_used": pa.array(used[0]),
+            "control_meters": pa.array(used[1]),
+            "adjustment_factor": factor,
+            "baseline_wh": baseline_wh,
+            "actual_wh": actual_wh,
+            "reduction_wh": np.where(complete, baseline_wh - actual_wh, np.nan),
+            "complete": pa.array(complete),
+        },
+        schema=PERFORMANCE_SCHEMA,
+    )
 
 
 def _baseline(
@@ -248,24 +348,9 @@ def _baseline(
     baseline_wh = base[:, ev0:].sum(axis=1) * factor
     actual_wh = today[:, ev0:].sum(axis=1)
     complete = (days_used >= rule.min_days) & np.isfinite(actual_wh)
-    reduction = np.where(complete, baseline_wh - actual_wh, np.nan)
-    n = len(meters)
-    return pa.table(
-        {
-            "event_id": pa.array([event.event_id] * n, pa.string()),
-            "meter_id": meters,
-            "method": pa.array([rule.method.value] * n, pa.string()),
-            "start_at": pa.array([event.start_at] * n, TIMESTAMP),
-            "end_at": pa.array([event.end_at] * n, TIMESTAMP),
-            "days_used": pa.array(days_used.astype(np.int32)),
-            "adjustment_factor": factor,
-            "baseline_wh": np.where(days_used >= rule.min_days, baseline_wh, np.nan),
-            "actual_wh": actual_wh,
-            "reduction_wh": reduction,
-            "complete": pa.array(complete),
-        },
-        schema=PERFORMANCE_SCHEMA,
-    )
+    baseline_wh = np.where(days_used >= rule.min_days, baseline_wh, np.nan)
+    used = days_used.astype(np.int32), np.zeros(len(meters), np.int32)
+    return _table(event, rule, meters, used, factor, baseline_wh, actual_wh, complete)
 
 
 def event_days(events: Iterable[EventWindow], timezone: str) -> tuple[dt.date, ...]:
