@@ -392,11 +392,26 @@ def test_the_bundled_demand_response_scenario_sheds_the_evening_peak(rural) -> N
             id="nobody enrolled",
         ),
         pytest.param(
-            LMS + "timeline:\n  - at: '17:00'\n    kind: demand_response\n    program: cpp\n",
+            LMS + "timeline:\n  - at: '17:00'\n    kind: demand_response\n    program: rtp\n",
             6,
             "timeline[0].program",
-            "program 'cpp' is an OpenADR event and the scenario runner starts no VTN yet: use program: dlc",
-            id="openadr program",
+            "program 'rtp' needs a market's real-time price vector, which the scenario runner has not: use one of "
+            "dlc, cpp, reliability",
+            id="real-time prices",
+        ),
+        pytest.param(
+            LMS.replace("0.3}", "0.3, baseline: ten-in-ten}") + "timeline: []\n",
+            2,
+            "programs.baseline",
+            "unknown baseline 'ten-in-ten' (baselines: auto, 10-in-10, high-5-of-10, control-group)",
+            id="unknown baseline",
+        ),
+        pytest.param(
+            LMS.replace("0.3}", "0.3, reliability_share: 1.5}") + "timeline: []\n",
+            2,
+            "programs.reliability_share",
+            "less than or equal to 1",
+            id="reliability share above one",
         ),
         pytest.param(
             LMS + "timeline:\n  - at: '17:00'\n    kind: demand_response\n    program: dcl\n",

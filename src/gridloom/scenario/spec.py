@@ -72,10 +72,13 @@ DEFAULT_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms", "cis", "billing", "om
 CORE_SYSTEMS: tuple[str, ...] = ("ami_headend", "mdms")
 #: Catalogued systems that are planned, with the issue that builds them.
 PLANNED_SYSTEMS: dict[str, int] = {}
-#: Demand-response programs the LMS knows, and the one the scenario runner can run (direct load control
-#: through the head-end: the others are OpenADR events, and the runner starts no VTN).
+#: Demand-response programs the LMS knows, and those the scenario runner runs: direct load control through the
+#: head-end, critical-peak prices and reliability levels as OpenADR events to the customers' EMS VENs (real-time
+#: prices need a market's price vector, which the runner has not).
 DR_PROGRAMS: tuple[str, ...] = ("dlc", "cpp", "rtp", "reliability")
-RUNNER_DR_PROGRAMS: tuple[str, ...] = ("dlc",)
+RUNNER_DR_PROGRAMS: tuple[str, ...] = ("dlc", "cpp", "reliability")
+#: How settlement computes baselines (``programs.baseline``); auto: 10-in-10 with the history, else control-group.
+BASELINES: tuple[str, ...] = ("auto", "10-in-10", "high-5-of-10", "control-group")
 ATTACKS: tuple[str, ...] = ("replay", "tampered", "forged_identity", "unauthorised_command", "disconnect_flood")
 STEP_S = 900.0  # the SimBench load and generation profiles are 15-minute series
 
@@ -277,9 +280,24 @@ class CustomersSpec(_Model):
 
 
 class ProgramsSpec(_Model):
-    #: share of the residential LV customers enrolled in demand response (direct load control), drawn with
-    #: the seed; above 0 only with the lms system
+    #: share of the residential LV customers enrolled in demand response, drawn with the seed; above 0 only
+    #: with the lms system. Those on a critical-peak tariff are in the cpp program, ``reliability_share`` of the
+    #: others in the reliability program (both through their EMS's OpenADR VEN), the rest in direct load control
     demand_response_share: Share = 0.0
+    #: share of the enrolled customers not on a critical-peak tariff in the reliability program
+    reliability_share: Share = 0.0
+    #: the baseline settlement uses: auto (10-in-10 when the run has the days of reads before an event, else
+    #: control-group), 10-in-10, high-5-of-10 or control-group (non-enrolled residential LV meters)
+    baseline: str = "auto"
+
+    @field_validator("baseline")
+    @classmethod
+    def _known_baseline(cls, baseline: str) -> str:
+        if baseline not in BASELINES:
+            raise ValueError(
+                f"unknown baseline {baseline!r}{_did_you_mean(baseline, BASELINES)} (baselines: {', '.join(BASELINES)})"
+            )
+        return baseline
 
 
 _COMM = CommConfig()
@@ -429,9 +447,10 @@ class AttackDrillEvent(_Event):
 class DemandResponseEvent(_Event):
     """A demand-response event from ``at`` for ``duration`` (needs the ``lms`` system).
 
-    The LMS gets the requirement ``notice`` ahead (or when the run starts, if later) and dispatches
-    ``program`` — only ``dlc``, direct load control through the AMI head-end, runs in the scenario
-    runner — to enrolled customers until ``shed_kw`` is expected (all of them without it).
+    The DMS sends the LMS the requirement ``notice`` ahead (or when the run starts, if later) and the LMS
+    dispatches ``program`` — ``dlc`` (direct load control through the AMI head-end), ``cpp`` (a critical-peak
+    price) or ``reliability`` (a simple level), the last two as OpenADR events to the customers' EMS VENs —
+    to enrolled customers until ``shed_kw`` is expected (all of the program's customers without it).
     """
 
     kind: Literal["demand_response"] = "demand_response"
@@ -447,8 +466,8 @@ class DemandResponseEvent(_Event):
             return program
         if program in DR_PROGRAMS:
             raise ValueError(
-                f"program {program!r} is an OpenADR event and the scenario runner starts no VTN yet: "
-                "use program: dlc (direct load control through the AMI head-end)"
+                f"program {program!r} needs a market's real-time price vector, which the scenario runner has not: "
+                f"use one of {', '.join(RUNNER_DR_PROGRAMS)}"
             )
         raise ValueError(
             f"unknown program {program!r}{_did_you_mean(program, DR_PROGRAMS)} (the runner runs: "
