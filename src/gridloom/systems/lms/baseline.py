@@ -9,8 +9,10 @@ methods, computed for every participating meter at once (numpy over a meters x d
 * **high 5 of 10** — of those 10 days, the 5 with the highest energy in the event window;
 * **control group** — a comparison group's load on the event day itself: the mean, slot by slot,
   of non-participating meters (:attr:`EventWindow.control_meter_ids`, e.g. the same class of customer
-  on the same feeders), scaled to each participant by the ratio of its energy to the group's in the
-  adjustment hours before the event (uncapped: the ratio *is* the matching). It needs no history, so
+  on the same feeders), scaled to each participant by the ratio of its energy to the group's on the
+  event day from local midnight until ``adjustment_gap_hours`` before the event (uncapped: the ratio
+  *is* the matching; the whole morning rather than 3 hours, as one home's few hours are noisy —
+  ``benchmarks/baselines.py`` measured it). It needs no history, so
   an event can be settled on the day it happened, and as the group lives through the same weather
   and the same day, the day-to-day noise that swamps small sheds under 10-in-10 cancels out in
   the aggregate (NAESB's "Baseline Type-II" family; evaluations of residential direct load
@@ -26,7 +28,8 @@ local calendar days of the utility's time zone; reads are the current versions (
 edits count, as they do for billing). A meter with fewer than ``min_days`` eligible days, or with a
 missing read in the event, gets ``complete = false`` and no reduction (settlement skips it); under
 the control-group method, a participant is incomplete when fewer than ``min_control_meters`` control
-meters have every read of the event day's window, or when it has no read in the adjustment hours.
+meters have every read of the event day until the event's end, or when it lacks a read of its own there
+(an event within ``adjustment_gap_hours`` of local midnight leaves nothing to match on: incomplete).
 """
 
 from __future__ import annotations
@@ -126,11 +129,6 @@ class BaselineRule:
             raise BaselineInputError(
                 f"BaselineRule.min_control_meters must be at least 1, got {self.min_control_meters}"
             )
-        if self.method is BaselineMethod.CONTROL_GROUP and not (self.adjust and self.adjustment_hours > 0):
-            raise BaselineInputError(
-                "the control-group baseline scales the group to each participant over the adjustment hours: "
-                "keep adjust=True and adjustment_hours > 0"
-            )
         if not 0 <= self.adjustment_cap <= 1:
             raise BaselineInputError(f"BaselineRule.adjustment_cap must lie in [0, 1], got {self.adjustment_cap}")
         try:
@@ -218,6 +216,8 @@ def _one_event(
     adj_n = round(rule.adjustment_hours * 3600 / slot_s) if rule.adjust else 0
     adj_hi = max(ev_lo - gap, 0)
     adj_lo = max(adj_hi - adj_n, 0)
+    if rule.method is BaselineMethod.CONTROL_GROUP:
+        adj_lo = 0  # the group is matched to a participant over the whole day before the event (less noise)
     lo = min(adj_lo, ev_lo)
     width = ev_hi - lo
     lookback = rule.lookback_days
