@@ -71,10 +71,11 @@ def plan(req: Requirement, enrolment: Enrolment, programs: dict[str, DrProgram])
     check_requirement(req)
     on_feeders = np.isin(enrolment.feeder, np.asarray(req.feeders, dtype=str))
     remaining = float(req.reduce_w)
+    met = float(req.reduce_w) * 1e-9  # what summing in another order may leave over
     dispatches: list[Dispatch] = []
     for kind in URGENCY_ORDER[req.urgency]:
         for program in (p for p in programs.values() if p.kind is kind and req.urgency in p.urgencies):
-            if remaining <= 0:
+            if remaining <= met:
                 break
             mask = on_feeders & (enrolment.program == program.program_id)
             if kind is ProgramKind.DIRECT_LOAD_CONTROL:

@@ -5,7 +5,8 @@ in / out                              with        the LMS
 ====================================  ==========  =================================================
 DGM-16 load_management_requirement    DMS         plans (:mod:`.planner`), dispatches, answers
                                                   ``.response`` with the plan (planned / partial)
-DGM-22 dr_enrolments                  CIS         replaces its enrolment (columnar rows)
+DGM-22 dr_enrolments                  CIS         replaces its enrolment (columnar rows; in pages
+                                                  when large, see :data:`PAGE_KEYS`)
 OpenADR 2.0b events (its VTN)         VENs        price (CPP, RTP) and simple-level (reliability)
                                                   events to the VENs of the chosen rows
 AMI-12c load_control_event            head-end    direct load control of the chosen meters' HAN
@@ -15,9 +16,17 @@ DGM-22 dr_event_records               CIS         what was asked of each account
 AMI-7 dr_compliance                   DMS         each event's requested and delivered reduction
 ====================================  ==========  =================================================
 
-The scenario runner drives it with :meth:`Lms.dispatch` (or a DGM-16 message), :meth:`Lms.enrol`,
-:meth:`Lms.settle` (after the MDMS has the event's reads) and :meth:`Lms.report`; :meth:`Lms.cpp_events`
-gives billing its critical-peak windows.
+The scenario runner's DMS sends it DGM-16 messages; it calls :meth:`Lms.settle` (after the MDMS has the
+event's reads) and :meth:`Lms.report`; :meth:`Lms.cpp_events` gives billing its critical-peak windows.
+
+**Enrolment in pages.** An enrolment larger than one message of the transport comes as pages: each
+``dr_enrolments`` message carries the envelope extensions ``enrolment`` (one id for all pages), ``page``
+(0-based) and ``pages``; the LMS keeps the pages and replaces its enrolment only when every page of one
+enrolment has arrived (a message without them is a whole enrolment).
+
+**OpenADR time.** An OpenADR VEN judges an event by its own (wall) clock — openleadr answers no event
+whose active period is over — so when the LMS runs in simulated time, :attr:`Lms.openadr_shift` (wall
+minus simulated time) moves the times the VTN sends; the LMS's own records keep simulated time.
 """
 
 from __future__ import annotations
@@ -54,6 +63,10 @@ from gridloom.systems.lms.wire import (
 log = logging.getLogger(__name__)
 ROLE = "lms"
 _US = 1_000_000
+#: Envelope extensions of a paged ``dr_enrolments``: the enrolment's id, the page (0-based) and the page count.
+PAGE_KEYS = ("enrolment", "page", "pages")
+#: Envelope extension of ``dr_enrolments``: each row's VEN certificate fingerprint ("" without a VEN).
+FINGERPRINT_KEY = "ven_fingerprint"
 
 
 def _at(us: int) -> dt.datetime:
@@ -80,6 +93,7 @@ class LmsEvent:
 class LmsStats:
     requirements: int = 0
     events: int = 0
+    enrolment_pages: int = 0
     openadr_events: int = 0
     dlc_commands: int = 0
     dlc_meters_done: int = 0
@@ -118,6 +132,8 @@ class Lms:
         self.events: dict[str, LmsEvent] = {}
         self.plans: dict[str, Plan] = {}
         self.stats = LmsStats()
+        self.openadr_shift = dt.timedelta(0)  # wall minus simulated time, for the VTN's events (module docstring)
+        self._pages: dict[str, dict[int, tuple[Enrolments, list[str]]]] = {}
         self._endpoint: Endpoint | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -161,7 +177,10 @@ class Lms:
             )
         elif kind == DeclaredType.DR_ENROLMENTS:
             try:
-                self.enrol(Enrolment.from_body(message.body, self.programs))
+                whole = self._assemble(message.body, message.envelope.extensions)
+                if whole is not None:
+                    enrolments, fingerprints = whole
+                    self.enrol(Enrolment.from_body(enrolments, self.programs), fingerprints=fingerprints)
             except DrConfigError as exc:
                 log.warning("%s: enrolment from %s refused: %s", self.identity.instance, message.sender.instance, exc)
         elif kind == DeclaredType.LOAD_CONTROL_EVENT.response:
@@ -174,10 +193,49 @@ class Lms:
         else:
             self.stats.unhandled += 1
 
-    def enrol(self, enrolment: Enrolment) -> None:
-        """Replace the enrolment (the CIS sends the whole of it) and tell the VTN which VENs are in which groups."""
+    def _assemble(self, body: Enrolments, extensions: dict[str, Any]) -> tuple[Enrolments, list[str]] | None:
+        """The whole enrolment once its last page is in (see the module docstring), with its VENs' certificate
+        fingerprints (extension ``ven_fingerprint``, one per row); None while pages are missing."""
+        fingerprints = [str(f) for f in extensions.get(FINGERPRINT_KEY) or []]
+        if not any(k in extensions for k in PAGE_KEYS):
+            return body, fingerprints
+        try:
+            enrolment, page, pages = str(extensions["enrolment"]), int(extensions["page"]), int(extensions["pages"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DrConfigError(f"dr_enrolments page: extensions need {', '.join(PAGE_KEYS)} ({exc})") from exc
+        if not (pages >= 1 and 0 <= page < pages):
+            raise DrConfigError(f"dr_enrolments page {page} of {pages}: out of range")
+        self.stats.enrolment_pages += 1
+        for older in [e for e in self._pages if e != enrolment]:  # a newer enrolment replaces unfinished older ones
+            del self._pages[older]
+        got = self._pages.setdefault(enrolment, {})
+        got[page] = (body, fingerprints)
+        if len(got) < pages:
+            return None
+        del self._pages[enrolment]
+        names = Enrolments.__struct_fields__
+        whole = Enrolments(*([v for k in range(pages) for v in getattr(got[k][0], name)] for name in names))
+        return whole, [f for k in range(pages) for f in got[k][1]]
+
+    def enrol(self, enrolment: Enrolment, *, fingerprints: Sequence[str] = ()) -> None:
+        """Replace the enrolment (the CIS sends the whole of it) and tell the VTN which VENs may connect: each row's
+        VEN with its certificate's ``fingerprints`` (one per row, "" without a VEN), in its program's and feeder's
+        groups. VENs no longer enrolled are dropped from the VTN."""
+        if fingerprints and len(fingerprints) != len(enrolment):
+            raise DrConfigError(f"dr_enrolments: {len(fingerprints)} VEN fingerprints for {len(enrolment)} rows")
         self.enrolment = enrolment
         self.stats.enrolled = len(enrolment)
+        if self.vtn is None or not fingerprints:
+            return
+        keep = set()
+        rows = zip(enrolment.ven_id.tolist(), enrolment.program.tolist(), enrolment.feeder.tolist(), fingerprints,
+                   strict=True)  # fmt: skip
+        for ven, program, feeder, fingerprint in rows:
+            if ven and fingerprint:
+                self.vtn.enrol(ven, fingerprint=fingerprint, groups=[program, feeder])
+                keep.add(ven)
+        for ven in [v for v in self.vtn.vens if v not in keep]:
+            self.vtn.unenrol(ven)
 
     def _events_of(self, req: Requirement) -> list[LmsEvent]:
         return [e for e in self.events.values() if e.requirement_id == req.requirement_id]
@@ -229,7 +287,7 @@ class Lms:
             DrEvent(
                 event_id=event.event_id,
                 program=program.market_context,
-                start_at=event.start_at,
+                start_at=event.start_at + self.openadr_shift,
                 interval=(event.end_at - event.start_at) / n,
                 signals=signals,
                 targets=Targets(ven_ids=ven_ids),
@@ -286,14 +344,25 @@ class Lms:
         ]
 
     def settle(
-        self, reads: pa.Table, *, event_ids: Sequence[str] | None = None, rule: BaselineRule | None = None
+        self,
+        reads: pa.Table,
+        *,
+        event_ids: Sequence[str] | None = None,
+        rule: BaselineRule | None = None,
+        control_meter_ids: Sequence[str] = (),
     ) -> tuple[pa.Table, pa.Table]:
-        """Per-meter performance and per-account credits of events, from MDMS reads (READS_SCHEMA)."""
+        """Per-meter performance and per-account credits of events, from MDMS reads (READS_SCHEMA).
+
+        ``control_meter_ids``: comparable meters that took no part (the control-group baseline's group; a
+        meter of the event is left out of its own event's group); ``reads`` must hold theirs too.
+        """
         chosen = [self.events[e] for e in (event_ids or list(self.events))]
-        windows = [
-            EventWindow(e.event_id, e.start_at, e.end_at, tuple(self.enrolment.meter_id[e.rows].tolist()))
-            for e in chosen
-        ]
+        windows = []
+        for e in chosen:
+            meters = tuple(self.enrolment.meter_id[e.rows].tolist())
+            taking_part = set(meters)
+            control = tuple(m for m in control_meter_ids if m not in taking_part)
+            windows.append(EventWindow(e.event_id, e.start_at, e.end_at, meters, control_meter_ids=control))
         base = rule or BaselineRule(timezone=self.timezone)
         excluded = tuple(set(base.excluded_days) | set(event_days(windows, base.timezone)))
         rule = BaselineRule(**{**base.__dict__, "excluded_days": excluded})
