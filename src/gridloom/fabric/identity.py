@@ -9,11 +9,24 @@ Layout of a keystore::
 
     ca.key  ca.crt  crl.pem
     actors/<instance>.sign.key  .sign.crt  .kex.key  .kex.crt
-    actors/<instance>.tls.key  .tls.crt          (only for actors that speak TLS: OpenADR)
+    actors/<instance>.tls.key  .tls.crt  .tls.chain.pem   (only for actors that speak TLS: OpenADR)
 
 Standard protocols that run over TLS with X.509 client certificates (OpenADR 2.0b) cannot use
-Ed25519/X25519 keys, so :meth:`CertificateAuthority.issue_tls` issues an ECDSA P-256 certificate
-for TLS and XML signatures, naming the same role (OU) and instance (CN), signed by the same CA.
+Ed25519 certificates: the OpenADR 2.0 certificate profile wants RSA-2048/SHA-256 or ECC
+P-256/ECDSA-SHA256 chains of root CA → intermediate (issuing) CA → device certificate, and strict
+third-party VENs and VTNs refuse anything else. So the keystore also holds an OpenADR TLS
+hierarchy (:class:`TlsAuthority`, in ``tls/``): an ECDSA P-256 root ("gridloom OpenADR root",
+self-signed, ecdsa-with-SHA256) and an ECDSA P-256 issuing CA signed by it, created with the CA
+(or on first use in an older keystore). :meth:`CertificateAuthority.issue_tls` issues ECDSA P-256
+device certificates for TLS and XML signatures from the issuing CA, naming the same role (OU) and
+instance (CN) as the actor's fabric certificates, with the extensions RFC 5280 and OpenSSL's
+``X509_STRICT`` checks want. Revoking a TLS certificate puts it on the issuing CA's own CRL
+(``tls/issuing-crl.pem``); fabric certificates stay on ``crl.pem``::
+
+    tls/root.key  root.crt                   the OpenADR root (ECDSA P-256, self-signed)
+    tls/issuing.key  issuing.crt             the issuing CA (ECDSA P-256, signed by the root)
+    tls/issuing-crl.pem                      the issuing CA's CRL (TLS certificates it revoked)
+    tls/trust.pem                            root + issuing CA, for peers to verify a chain
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -40,6 +53,11 @@ from gridloom.errors import CertificateInvalid, CertificateRevoked, PkiError
 Clock = Callable[[], dt.datetime]
 ORGANISATION = "gridloom"
 DEFAULT_VALIDITY = dt.timedelta(days=365)
+TLS_ROOT_NAME = "gridloom OpenADR root"
+TLS_ISSUING_NAME = "gridloom OpenADR issuing CA"
+TLS_ROOT_VALIDITY = dt.timedelta(days=3650)
+TLS_ISSUING_VALIDITY = dt.timedelta(days=1825)
+CRL_VALIDITY = dt.timedelta(days=7)
 _INSTANCE_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -106,12 +124,17 @@ class Identity:
 
 @dataclass(frozen=True)
 class TlsIdentity:
-    """An actor instance's TLS key and certificate (ECDSA P-256), for protocols that need X.509 over TLS."""
+    """An actor instance's TLS key and certificate (ECDSA P-256), for protocols that need X.509 over TLS.
+
+    ``chain`` holds the intermediate CA certificates between the certificate and the root (the
+    issuing CA), which a TLS endpoint sends after its own certificate.
+    """
 
     instance: str
     role: str
     key: ec.EllipticCurvePrivateKey
     certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -125,14 +148,172 @@ class TlsIdentity:
     def cert_pem(self) -> bytes:
         return _cert_pem(self.certificate)
 
+    @property
+    def chain_pem(self) -> bytes:
+        """The certificate followed by its intermediates: what a TLS endpoint presents."""
+        return b"".join(_cert_pem(c) for c in (self.certificate, *self.chain))
+
     def write(self, folder: Path) -> tuple[Path, Path]:
-        """Write ``<instance>.tls.crt`` and ``<instance>.tls.key`` (mode 0600) to ``folder``; returns (cert, key)."""
+        """Write ``<instance>.tls.crt``, ``.tls.chain.pem`` and ``.tls.key`` (mode 0600); returns (cert, key)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         cert_path, key_path = folder / f"{self.instance}.tls.crt", folder / f"{self.instance}.tls.key"
         cert_path.write_bytes(self.cert_pem)
+        self.chain_path(folder).write_bytes(self.chain_pem)
         _write_private(key_path, self.key_pem)
         return cert_path, key_path
+
+    def chain_path(self, folder: Path) -> Path:
+        return Path(folder) / f"{self.instance}.tls.chain.pem"
+
+
+def _ski(public_key: ec.EllipticCurvePublicKey) -> x509.SubjectKeyIdentifier:
+    return x509.SubjectKeyIdentifier.from_public_key(public_key)
+
+
+def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _ca_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+@dataclass(frozen=True)
+class TlsAuthority:
+    """The OpenADR TLS hierarchy: an ECDSA P-256 root and the issuing CA it signed (see the module docstring)."""
+
+    folder: Path
+    root: x509.Certificate
+    issuing_key: ec.EllipticCurvePrivateKey
+    issuing: x509.Certificate
+
+    @property
+    def root_path(self) -> Path:
+        return self.folder / "root.crt"
+
+    @property
+    def issuing_path(self) -> Path:
+        return self.folder / "issuing.crt"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.folder / "issuing-crl.pem"
+
+    @property
+    def trust_path(self) -> Path:
+        """Root and issuing CA certificates in one PEM file, for a peer's trust store."""
+        return self.folder / "trust.pem"
+
+    @classmethod
+    def create(
+        cls, folder: Path, *, clock: Clock = utc_now, validity: dt.timedelta = TLS_ROOT_VALIDITY
+    ) -> TlsAuthority:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)
+        now = clock()
+        start = now - dt.timedelta(minutes=5)
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        root_name = _name(TLS_ROOT_NAME, "certificate-authority")
+        root = (
+            x509.CertificateBuilder()
+            .subject_name(root_name)
+            .issuer_name(root_name)
+            .public_key(root_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + validity)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            .add_extension(_ca_usage(), critical=True)
+            .add_extension(_ski(root_key.public_key()), critical=False)
+            .sign(root_key, hashes.SHA256())
+        )
+        issuing_key = ec.generate_private_key(ec.SECP256R1())
+        issuing = (
+            x509.CertificateBuilder()
+            .subject_name(_name(TLS_ISSUING_NAME, "certificate-authority"))
+            .issuer_name(root_name)
+            .public_key(issuing_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + min(validity, TLS_ISSUING_VALIDITY))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_ca_usage(), critical=True)
+            .add_extension(_ski(issuing_key.public_key()), critical=False)
+            .add_extension(_aki(root), critical=False)
+            .sign(root_key, hashes.SHA256())
+        )
+        _write_private(folder / "root.key", _private_pem(root_key))
+        _write_private(folder / "issuing.key", _private_pem(issuing_key))
+        authority = cls(folder, root, issuing_key, issuing)
+        authority.root_path.write_bytes(_cert_pem(root))
+        authority.issuing_path.write_bytes(_cert_pem(issuing))
+        authority.trust_path.write_bytes(_cert_pem(root) + _cert_pem(issuing))
+        authority.write_crl([], clock)
+        return authority
+
+    @classmethod
+    def load(cls, folder: Path) -> TlsAuthority:
+        folder = Path(folder)
+        try:
+            key = serialization.load_pem_private_key((folder / "issuing.key").read_bytes(), password=None)
+            root = x509.load_pem_x509_certificate((folder / "root.crt").read_bytes())
+            issuing = x509.load_pem_x509_certificate((folder / "issuing.crt").read_bytes())
+        except FileNotFoundError as exc:
+            raise PkiError(f"no OpenADR TLS hierarchy in {folder}") from exc
+        except ValueError as exc:
+            raise PkiError(f"the OpenADR TLS CA files in {folder} are damaged: {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PkiError(f"{folder / 'issuing.key'} is not an ECDSA key")
+        return cls(folder, root, key, issuing)
+
+    def revoked_serials(self) -> list[int]:
+        if not self.crl_path.exists():
+            return []
+        return [entry.serial_number for entry in x509.load_pem_x509_crl(self.crl_path.read_bytes())]
+
+    def revoke(self, certificate: x509.Certificate, *, clock: Clock = utc_now) -> None:
+        """Put a certificate this CA issued on its CRL (idempotent)."""
+        serials = self.revoked_serials()
+        if certificate.serial_number not in serials:
+            self.write_crl([*serials, certificate.serial_number], clock)
+
+    def write_crl(self, serials: Iterable[int], clock: Clock) -> None:
+        """Sign and write the issuing CA's CRL (X.509 v2, with authority key id and CRL number)."""
+        now = clock()
+        number = 1
+        if self.crl_path.exists():
+            old = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+            try:
+                number = old.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+            except x509.ExtensionNotFound:
+                number = 1
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.issuing.subject)
+            .last_update(now - dt.timedelta(minutes=5))
+            .next_update(now + CRL_VALIDITY)
+            .add_extension(_aki(self.issuing), critical=False)
+            .add_extension(x509.CRLNumber(number), critical=False)
+        )
+        for serial in serials:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            )
+        crl = builder.sign(self.issuing_key, hashes.SHA256())
+        self.crl_path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
 
 
 @dataclass(frozen=True)
@@ -157,6 +338,18 @@ class CertificateAuthority:
         self.folder = folder
         self.key = key
         self.certificate = certificate
+        self._tls: TlsAuthority | None = None
+
+    def tls_authority(self, *, clock: Clock = utc_now) -> TlsAuthority:
+        """The OpenADR TLS hierarchy of this keystore, created on first use (``tls/``)."""
+        if self._tls is None:
+            folder = self.folder / "tls"
+            self._tls = (
+                TlsAuthority.load(folder)
+                if (folder / "issuing.key").exists()
+                else TlsAuthority.create(folder, clock=clock)
+            )
+        return self._tls
 
     # --- creation and loading ---------------------------------------------------
     @classmethod
@@ -189,6 +382,7 @@ class CertificateAuthority:
         (folder / "ca.crt").write_bytes(_cert_pem(certificate))
         ca = cls(folder, key, certificate)
         ca._write_crl([], clock)
+        ca.tls_authority(clock=clock)
         return ca
 
     @classmethod
@@ -253,7 +447,8 @@ class CertificateAuthority:
     ) -> TlsIdentity:
         """Issue an ECDSA P-256 TLS certificate (client and server use) for one actor instance.
 
-        The subject names the role (OU) and the instance (CN), as the actor's other certificates do;
+        It is signed (ECDSA with SHA-256) by the OpenADR issuing CA of :meth:`tls_authority`. The
+        subject names the role (OU) and the instance (CN), as the actor's other certificates do;
         ``hosts`` (DNS names or IP addresses, e.g. ``127.0.0.1``) go in the subject alternative names,
         beside the instance, so a server certificate matches the address clients dial.
         """
@@ -265,6 +460,7 @@ class CertificateAuthority:
             raise PkiError(
                 f"{instance!r} already has a TLS certificate in {self.folder}; revoke it and use a new instance id"
             )
+        authority = self.tls_authority(clock=clock)
         key = ec.generate_private_key(ec.SECP256R1())
         names: list[x509.GeneralName] = [x509.DNSName(instance)]
         for host in hosts:
@@ -273,27 +469,54 @@ class CertificateAuthority:
             except ValueError:
                 names.append(x509.DNSName(host))
         start = clock() - dt.timedelta(minutes=5)
+        end = min(start + validity, authority.issuing.not_valid_after_utc)
+        usage = x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=True,
+            key_cert_sign=False,
+            crl_sign=False,
+            encipher_only=False,
+            decipher_only=False,
+        )
         certificate = (
             x509.CertificateBuilder()
             .subject_name(_name(instance, role))
-            .issuer_name(self.certificate.subject)
+            .issuer_name(authority.issuing.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
-            .not_valid_after(start + validity)
+            .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(usage, critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
             )
+            .add_extension(_ski(key.public_key()), critical=False)
+            .add_extension(_aki(authority.issuing), critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .sign(self.key, None)
+            .sign(authority.issuing_key, hashes.SHA256())
         )
-        tls = TlsIdentity(instance, role, key, certificate)
+        tls = TlsIdentity(instance, role, key, certificate, (authority.issuing,))
         if save:
             tls.write(self.folder / "actors")
         return tls
+
+    def load_tls(self, instance: str) -> TlsIdentity:
+        """The TLS identity ``issue_tls`` saved for ``instance``."""
+        base = self.folder / "actors" / instance
+        try:
+            key = serialization.load_pem_private_key(base.with_suffix(".tls.key").read_bytes(), None)
+            certificate = x509.load_pem_x509_certificate(base.with_suffix(".tls.crt").read_bytes())
+        except FileNotFoundError as exc:
+            raise PkiError(f"no TLS certificate for {instance!r} in {self.folder}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PkiError(f"the TLS key of {instance!r} in {self.folder} is not an ECDSA key")
+        role = _attribute(certificate.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+        return TlsIdentity(instance, role, key, certificate, (self.tls_authority().issuing,))
 
     def _certificate(
         self,
@@ -354,12 +577,24 @@ class CertificateAuthority:
 
     # --- revocation -----------------------------------------------------------------
     def revoke(self, certificate: x509.Certificate, *, clock: Clock = utc_now) -> None:
-        """Add a certificate to the CRL (idempotent)."""
+        """Add a certificate to its issuer's CRL (idempotent).
+
+        A TLS certificate (issued by the OpenADR issuing CA) goes on ``tls/issuing-crl.pem``, a
+        fabric certificate on ``crl.pem``.
+        """
+        if certificate.issuer == self.tls_authority().issuing.subject:
+            self.tls_authority().revoke(certificate, clock=clock)
+            return
         serials = self.revoked_serials()
         if certificate.serial_number not in serials:
             self._write_crl([*serials, certificate.serial_number], clock)
 
+    def tls_revoked_serials(self) -> list[int]:
+        """Serial numbers on the OpenADR issuing CA's CRL (read afresh on every call)."""
+        return self.tls_authority().revoked_serials()
+
     def revoked_serials(self) -> list[int]:
+        """Serial numbers of revoked fabric certificates (``crl.pem``)."""
         crl_path = self.folder / "crl.pem"
         if not crl_path.exists():
             return []

@@ -4,10 +4,12 @@ OpenADR 2.0b runs over TLS with X.509 client certificates; messages may carry an
 (XMLDSig, detached, over ``#oadrSignedObject``, with a ``ReplayProtect`` property of a timestamp
 and a nonce). gridloom requires all of it, on both sides, and checks it itself:
 
-1. TLS: TLS 1.2 or newer, the peer's certificate chains to gridloom's CA and is not on its CRL
-   (:func:`server_context`, :func:`client_context`);
-2. per request, again (a keep-alive connection outlives a revocation): the peer certificate is
-   issued by our CA, valid now and not revoked (:class:`CertificateCheck`);
+1. TLS: TLS 1.2 or newer, the peer's certificate chains to gridloom's OpenADR root through the
+   issuing CA, passes OpenSSL's strict X.509 checks (``VERIFY_X509_STRICT``) and is not on the
+   issuing CA's CRL (:func:`server_context`, :func:`client_context`);
+2. per request, again (a keep-alive connection outlives a revocation): the peer certificate
+   validates leaf → issuing CA → root (ECDSA signatures, validity, constraints, key usage), is
+   valid now and not revoked (:class:`CertificateCheck`);
 3. the message parses against the OpenADR 2.0b schema and carries a signature (unsigned
    messages are refused: openleadr's own check of that is an ``assert``);
 4. the signing certificate is the TLS peer's (VTN side) or the VTN's known one (VEN side), and
@@ -17,6 +19,16 @@ and a nonce). gridloom requires all of it, on both sides, and checks it itself:
 6. the ``ReplayProtect`` timestamp lies within ``window_s`` of the injected clock and its nonce
    was not seen before (:class:`NonceCache`, per receiver — openleadr's cache is a module global
    with a fixed 5-second window).
+
+Certificates follow the OpenADR 2.0 certificate profile (ECC P-256, ECDSA with SHA-256): gridloom's
+keystore holds an OpenADR root and an issuing CA (:class:`~gridloom.fabric.identity.TlsAuthority`);
+every endpoint presents its certificate followed by the issuing CA's, and trusts the root.
+
+gridloom signs what it sends as the 2.0b XMLDSig profile says (:func:`sign_payload`,
+:func:`create_message`): a detached ``ds:Signature`` before ``oadrSignedObject`` in
+``oadrPayload``, exclusive canonicalisation, SHA-256 digests, ``ecdsa-sha256`` with the TLS key,
+and the ``dsp:ReplayProtect`` property in a ``ds:SignatureProperty`` whose ``Target`` names the
+signature. (openleadr's own signer uses inclusive c14n and a ``Target`` that names nothing.)
 
 Fingerprints in OpenADR are the last 10 bytes of the SHA-256 of the certificate's DER, as
 colon-separated hex (:func:`openadr_fingerprint`); a VTN knows each VEN's fingerprint out of
@@ -32,16 +44,21 @@ import hashlib
 import heapq
 import shutil
 import ssl
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from lxml import etree
+from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureConstructionMethod, SignatureMethod
 from signxml.exceptions import InvalidInput, InvalidSignature
+from signxml.signer import XMLSigner
 from signxml.verifier import XMLVerifier
 
 from gridloom.errors import OpenAdrConfigError, OpenAdrRefused
@@ -52,6 +69,7 @@ DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 DSP_NS = "http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties"
 FORBIDDEN = 403
 BAD_REQUEST = 400
+EXCLUSIVE_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
@@ -63,41 +81,49 @@ def openadr_fingerprint(certificate: x509.Certificate) -> str:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """The files a TLS endpoint needs: its certificate and key, the CA certificate and the CA's CRL."""
+    """The files a TLS endpoint needs.
+
+    ``cert`` is the endpoint's own certificate (it also signs XML with it), ``key`` its key, ``ca``
+    the trust file (the OpenADR root and issuing CA), ``crl`` the issuing CA's CRL and ``chain``
+    the certificate followed by the issuing CA's, which the endpoint presents in the handshake
+    (without it, ``cert`` alone is presented and the peer finds the issuing CA in its trust file).
+    """
 
     cert: Path
     key: Path
     ca: Path
     crl: Path
+    chain: Path | None = None
 
     @classmethod
     def write(cls, ca: CertificateAuthority, tls: TlsIdentity, folder: Path) -> TlsFiles:
-        """Write ``tls``'s certificate and key beside a copy of the CA certificate and current CRL."""
+        """Write ``tls``'s certificate, chain and key beside the OpenADR trust file and the current CRL."""
         folder = Path(folder)
         cert, key = tls.write(folder)
+        authority = ca.tls_authority()
         ca_copy, crl_copy = folder / "ca.crt", folder / "crl.pem"
-        shutil.copyfile(ca.folder / "ca.crt", ca_copy)
-        shutil.copyfile(ca.folder / "crl.pem", crl_copy)
-        return cls(cert, key, ca_copy, crl_copy)
+        shutil.copyfile(authority.trust_path, ca_copy)
+        shutil.copyfile(authority.crl_path, crl_copy)
+        return cls(cert, key, ca_copy, crl_copy, tls.chain_path(folder))
 
     def refresh_crl(self, ca: CertificateAuthority) -> None:
-        """Copy the CA's current CRL (after a revocation)."""
-        shutil.copyfile(ca.folder / "crl.pem", self.crl)
+        """Copy the issuing CA's current CRL (after a revocation)."""
+        shutil.copyfile(ca.tls_authority().crl_path, self.crl)
 
 
 def _load_trust(context: ssl.SSLContext, files: TlsFiles) -> None:
     try:
         context.load_verify_locations(cafile=str(files.ca))
         context.load_verify_locations(cafile=str(files.crl))  # a PEM CRL is accepted here
-        context.load_cert_chain(str(files.cert), str(files.key))
+        context.load_cert_chain(str(files.chain or files.cert), str(files.key))
     except (OSError, ssl.SSLError) as exc:
         raise OpenAdrConfigError(f"cannot load the TLS files {files}: {exc}") from exc
-    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_X509_STRICT
     context.minimum_version = ssl.TLSVersion.TLSv1_2
 
 
 def server_context(files: TlsFiles) -> ssl.SSLContext:
-    """A VTN's TLS context: client certificates required, chained to our CA, checked against its CRL."""
+    """A VTN's TLS context: client certificates required, chained to our root, checked against the CRL."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.verify_mode = ssl.CERT_REQUIRED
     _load_trust(context, files)
@@ -105,7 +131,7 @@ def server_context(files: TlsFiles) -> ssl.SSLContext:
 
 
 def client_context(files: TlsFiles) -> ssl.SSLContext:
-    """A VEN's TLS context: the VTN's certificate must chain to our CA, match the host and not be revoked."""
+    """A VEN's TLS context: the VTN's certificate must chain to our root, match the host and not be revoked."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = True
     _load_trust(context, files)
@@ -113,39 +139,128 @@ def client_context(files: TlsFiles) -> ssl.SSLContext:
 
 
 class CertificateCheck:
-    """Is a certificate ours (signed by our CA), valid at this moment and not revoked?
+    """Is a certificate ours (leaf → issuing CA → root), valid at this moment and not revoked?
 
-    ``revoked`` is called on every check, so a revocation takes effect on the next message.
+    The path is validated by cryptography's RFC 5280 verifier (signatures, validity of every
+    certificate, basic constraints, key usage, extended key usage ``clientAuth``), against the
+    OpenADR root only: the issuing CA is an intermediate, never a trust anchor. ``revoked`` (the
+    issuing CA's CRL serials) is called on every check, so a revocation takes effect on the next
+    message.
     """
 
     def __init__(
-        self, ca_certificate: x509.Certificate, *, revoked: Callable[[], Iterable[int]], clock: Clock = utc_now
+        self,
+        root: x509.Certificate,
+        *,
+        intermediates: Iterable[x509.Certificate],
+        revoked: Callable[[], Iterable[int]],
+        clock: Clock = utc_now,
     ) -> None:
-        key = ca_certificate.public_key()
-        if not isinstance(key, Ed25519PublicKey):
-            raise OpenAdrConfigError("the CA certificate does not hold an Ed25519 key")
-        self._ca = ca_certificate
-        self._ca_key = key
+        if root.issuer != root.subject:
+            raise OpenAdrConfigError("the OpenADR trust anchor must be a self-signed root certificate")
+        self._store = Store([root])
+        self._intermediates = list(intermediates)
         self._revoked = revoked
         self._clock = clock
 
     @classmethod
     def of(cls, ca: CertificateAuthority, *, clock: Clock = utc_now) -> CertificateCheck:
-        return cls(ca.certificate, revoked=ca.revoked_serials, clock=clock)
+        authority = ca.tls_authority()
+        return cls(authority.root, intermediates=[authority.issuing], revoked=ca.tls_revoked_serials, clock=clock)
 
     def check(self, certificate: x509.Certificate) -> None:
         who = certificate.subject.rfc4514_string()
-        if certificate.issuer != self._ca.subject:
-            raise OpenAdrRefused(f"certificate of {who} was not issued by gridloom's CA", code=FORBIDDEN, reason="ca")
-        try:
-            self._ca_key.verify(certificate.signature, certificate.tbs_certificate_bytes)
-        except CryptoInvalidSignature:
-            raise OpenAdrRefused(f"certificate of {who} has a bad CA signature", code=FORBIDDEN, reason="ca") from None
         now = self._clock()
         if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
             raise OpenAdrRefused(f"certificate of {who} is not valid now", code=FORBIDDEN, reason="expired")
+        verifier = PolicyBuilder().store(self._store).time(now).build_client_verifier()
+        try:
+            verifier.verify(certificate, self._intermediates)
+        except VerificationError as exc:
+            raise OpenAdrRefused(
+                f"certificate of {who} does not chain to gridloom's OpenADR root: {exc}", code=FORBIDDEN, reason="ca"
+            ) from exc
         if certificate.serial_number in set(self._revoked()):
             raise OpenAdrRefused(f"certificate of {who} is revoked", code=FORBIDDEN, reason="revoked")
+
+
+def sign_payload(
+    signed_object: bytes, *, key_pem: bytes, cert_pem: bytes, clock: Clock = utc_now, passphrase: bytes | None = None
+) -> bytes:
+    """``oadrPayload`` holding ``signed_object`` (an ``oadrSignedObject``) and its XML signature, per the 2.0b profile.
+
+    ``cert_pem`` may hold the signer's certificate followed by its intermediates; all go into
+    ``KeyInfo/X509Data``, the signer's first.
+    """
+    try:
+        tree = etree.fromstring(signed_object, _PARSER)
+        key = serialization.load_pem_private_key(key_pem, password=passphrase)
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        raise OpenAdrConfigError(f"cannot sign an OpenADR message: {exc}") from exc
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        method = SignatureMethod.ECDSA_SHA256
+    elif isinstance(key, rsa.RSAPrivateKey):
+        method = SignatureMethod.RSA_SHA256
+    else:
+        raise OpenAdrConfigError("OpenADR 2.0b signs with ECC P-256 or RSA keys only")
+    signature_id = f"sig-{uuid.uuid4().hex}"
+    replay = etree.Element(
+        f"{{{DSP_NS}}}ReplayProtect",
+        {"Id": f"{signature_id}-replay", "Target": f"#{signature_id}"},
+        nsmap={"dsp": DSP_NS},
+    )
+    etree.SubElement(replay, f"{{{DSP_NS}}}timestamp").text = (
+        clock().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    )
+    etree.SubElement(replay, f"{{{DSP_NS}}}nonce").text = uuid.uuid4().hex
+    signer = XMLSigner(
+        method=SignatureConstructionMethod.detached,
+        signature_algorithm=method,
+        digest_algorithm=DigestAlgorithm.SHA256,
+        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
+    )
+    signature = signer.sign(tree, key=key, cert=cert_pem.decode(), reference_uri="#oadrSignedObject",
+                            signature_properties=replay)  # fmt: skip
+    signature.set("Id", signature_id)  # the Signature's own Id is not digested; the Target above is
+    # Joined as text, not by moving elements into a new tree: lxml would rewrite namespace prefixes
+    # of moved elements (a default namespace becomes an ancestor's prefix), and the digest with them.
+    return b"".join(
+        (
+            b'<?xml version="1.0" encoding="utf-8"?>\n',
+            f'<oadr:oadrPayload xmlns:oadr="{OADR_NS}">'.encode(),
+            etree.tostring(signature),
+            etree.tostring(tree),
+            b"</oadr:oadrPayload>",
+        )
+    )
+
+
+def create_message(
+    message_type: str,
+    cert: bytes | None = None,
+    key: bytes | None = None,
+    passphrase: str | None = None,
+    disable_signature: bool = False,
+    **message_payload: Any,  # noqa: ANN401 - openleadr's template variables
+) -> str:
+    """openleadr's ``create_message`` with the signature of :func:`sign_payload` (openleadr renders the body)."""
+    from openleadr import messaging, utils
+
+    if not cert or not key or disable_signature:
+        raise OpenAdrConfigError(f"{message_type}: gridloom signs every OpenADR message; give a certificate and key")
+    message_payload = messaging.preflight_message(message_type, message_payload)
+    template = messaging.TEMPLATES.get_template(f"{message_type}.xml")
+    signed_object = utils.flatten_xml(template.render(**message_payload))
+    passphrase_bytes = passphrase.encode() if passphrase else None
+    return sign_payload(signed_object.encode(), key_pem=key, cert_pem=cert, passphrase=passphrase_bytes).decode()
+
+
+def message_factory(files: TlsFiles) -> Callable[..., str]:
+    """What openleadr's ``_create_message`` should be for an endpoint with ``files``: :func:`create_message` bound
+    to its certificate chain (``KeyInfo`` carries the issuing CA too, so a VEN trusting only the root can
+    validate the signer) and key (for the VTN: ``VTNService._create_message = message_factory(tls)``; for a VEN's
+    client: ``client._create_message = message_factory(tls)``)."""
+    return partial(create_message, cert=(files.chain or files.cert).read_bytes(), key=files.key.read_bytes())
 
 
 @dataclass
