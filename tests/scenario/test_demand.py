@@ -1,5 +1,7 @@
-"""Demand response in a scenario run: the LMS's direct load control reaches the customers' ESI through the
-head-end, the enrolled customers shed during the event, the substation sees it, and the report shows it."""
+"""Demand response in a scenario run: the DMS's requirement reaches the LMS over DGM-16; direct load control
+reaches the customers' ESI through the head-end, critical-peak prices and reliability levels reach their EMS VENs
+over OpenADR (TLS, 127.0.0.1); the customers shed during the event, the substation sees it, the LMS settles with
+a control group, the DMS gets the compliance, the bills carry the credits, and the report shows it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gridloom.errors import ScenarioError
 from gridloom.fabric import MemoryTransport
 from gridloom.scenario.runner import RunOptions, RunResult, run_scenario
 from gridloom.scenario.spec import load_scenario
@@ -51,6 +52,7 @@ def test_the_lms_command_goes_through_the_head_end_to_the_esi(with_event: RunRes
     assert delivered["AMI-12c"] == 2  # the LMS's load_control_event to the head-end, and the answer back
     assert delivered["AMI-27"] == 2  # relayed to the ESI, and its confirmation
     assert delivered["DGM-22"] == 2  # the CIS's enrolment to the LMS, the LMS's event records to the CIS
+    assert delivered["DGM-16"] == 2  # the DMS's requirement to the LMS, and the LMS's plan back
     assert m["rejections"] == {}
     assert all(row["rejected"] == 0 for row in m["interfaces"])
     assert dr["load_control_relayed_by_headend"] == 1
@@ -106,12 +108,14 @@ def test_no_meter_runs_backwards_for_the_shed(with_event: RunResult, without_eve
     assert flagged == without_event.metrics["vee"]["flagged"]
 
 
-def test_the_settlement_says_what_history_it_lacks(with_event: RunResult) -> None:
+def test_the_settlement_says_what_it_lacks(with_event: RunResult) -> None:
+    """The afternoon run has no history (auto: the control group) and no reads of the morning to match it over."""
     settlement = the_event(with_event)["settlement"]
-    assert settlement == (
-        "not settled: the 10-in-10 baseline needs 10 prior days of reads like the event day's (at least 5); "
-        "the run has 0"
+    assert settlement.startswith(
+        "not settled: the control-group baseline needs at least 10 control meters with every read of the event's "
+        "window ("
     )
+    assert the_event(with_event)["compliance_received_by_dms"] == []
 
 
 def test_the_report_shows_baseline_against_actual(with_event: RunResult) -> None:
@@ -119,8 +123,8 @@ def test_the_report_shows_baseline_against_actual(with_event: RunResult) -> None
     section = report[report.index("<h2>Demand response</h2>") : report.index("<h2>Timeline of injected events</h2>")]
     assert "<svg" in section
     assert "dr-1: DLC 17:00-18:00 UTC" in section
-    assert "residential LV customers enrolled in direct load control" in section
-    assert "needs 10 prior days of reads" in section
+    assert "residential LV customers enrolled" in section
+    assert "control-group baseline needs at least 10 control meters" in section
     assert "No demand-response system" not in report
 
 
@@ -139,9 +143,12 @@ def test_an_event_at_the_start_of_the_run_acts_from_the_first_step(tmp_path: Pat
     assert event["planned_kw"] >= 0.3
 
 
-def test_an_enrolment_larger_than_the_bus_carries_is_refused_with_advice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(MemoryTransport, "max_payload_bytes", 4_000)  # as a NATS server with a small max_payload
-    with pytest.raises(ScenarioError, match=r"lower programs\.demand_response_share or grid\.customers"):
-        run("grid: {customers: 300}\ntime: {days: 0.25}\n" + SYSTEMS + "timeline: []\n", tmp_path / "run")
+def test_an_enrolment_larger_than_a_message_goes_in_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a NATS server with a small max_payload: the CIS pages its enrolment, the LMS assembles it whole."""
+    monkeypatch.setattr(MemoryTransport, "max_payload_bytes", 4_000)  # 10 rows a page
+    result = run("grid: {customers: 300}\ntime: {days: 0.25}\n" + SYSTEMS + "timeline: []\n", tmp_path / "run")
+    dr = result.metrics["demand_response"]
+    assert dr["enrolled"] > 20
+    assert dr["enrolment_messages"] == -(-dr["enrolled"] // 10)
+    assert dr["lms"]["enrolment_pages"] == dr["enrolment_messages"]
+    assert dr["lms"]["enrolled"] == dr["enrolled"]  # replaced once, when the last page was in

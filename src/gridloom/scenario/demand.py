@@ -1,30 +1,43 @@
-"""Demand response in a scenario run: the LMS/DRMS, its customers' HAN gateways and their flexible loads.
+"""Demand response in a scenario run: the DMS's requirements, the LMS/DRMS, its customers' gateways and loads.
 
 With ``lms`` in a scenario's systems the runner starts, beside its core actors:
 
-* the **LMS** (role ``lms``) with the head-end for direct load control. Its OpenADR 2.0b VTN is not
-  started: OpenADR over TLS inside the runner is out of scope for now, so the runner runs direct load
-  control only (``program: dlc``; the scenario file refuses the OpenADR programs);
-* the **CIS's DR side** (role ``cis``): it sends the LMS its enrolment over DGM-22 and takes the
-  LMS's event records back. ``programs.demand_response_share`` of the residential LV customers are
-  enrolled in the DLC program, drawn with the scenario's seed; each row's sheddable load is what
-  the devices the ESI switches draw on average over the run (see below);
+* a **DMS** load-management desk (role ``dms``, instance ``dms-2``; the OMS plug-in's DMS is ``dms-1``):
+  it sends each timeline event's requirement to the LMS as a DGM-16 ``load_management_requirement``
+  (where, how much, when), reads the LMS's plan from the answer and later its AMI-7 ``dr_compliance``;
+* the **LMS** (role ``lms``) with the head-end for direct load control and, when the timeline has an
+  OpenADR event, its OpenADR 2.0b VTN over TLS on 127.0.0.1 (:mod:`.demand_vens`);
+* the **CIS's DR side** (role ``cis``): it sends the LMS its enrolment over DGM-22 (in pages when it is
+  larger than a message of the bus) and takes the LMS's event records back; the settled credits in
+  them reach the run's billing (``Demand response credit`` lines on the bills).
+  ``programs.demand_response_share`` of the residential LV customers are enrolled (drawn with the
+  scenario's seed): those on a critical-peak tariff in the ``cpp`` program, ``programs.reliability_share``
+  of the others in the ``reliability`` program, the rest in direct load control (``dlc``). Each row's
+  sheddable load is what the customer's flexible devices draw on average over the run (see below);
 * one **ESI gateway** identity (role ``esi``) for the enrolled customers' HAN gateways, as a
-  concentrator speaks for its meters, with a :class:`~gridloom.devices.flex.FlexFleet` of their
-  switched devices: air conditioner, water heater, pool pump (the territory's PV, PEVs and home
-  batteries are the simulation's own fleets, not under load control yet).
+  concentrator speaks for its meters, with one :class:`~gridloom.devices.flex.FlexFleet` of all the
+  enrolled sites: air conditioner, water heater, pool pump (the territory's PV, PEVs and home batteries
+  are the simulation's own fleets, not under load control);
+* a **customer EMS VEN** (role ``customer_ems``) per customer in an OpenADR program, with its TLS
+  certificate from the run's CA; its certificate's fingerprint travels with the CIS's enrolment.
 
-A ``demand_response`` event of the timeline is the DMS's requirement (no DMS runs yet, so the runner
-hands it to :meth:`~gridloom.systems.lms.service.Lms.dispatch`, the LMS's DGM-16 entry): ``notice``
-before the window (or when the run starts, if later) the LMS plans it and sends AMI-12c
-``load_control_event`` to the head-end, which relays it on AMI-27 to the ESI; the ESI confirms
-at once and acts on its sites from the first step of the window.
+**A timeline event** (``program: dlc | cpp | reliability``) is the DMS's requirement ``notice`` before
+the window (or when the run starts, if later), for ``shed_kw`` or everything the program's customers
+are expected to shed; its urgency makes the LMS's planner reach for that program first (emergency:
+direct load control, reliability: reliability levels, economic: prices). *Direct load control*: the
+LMS sends AMI-12c ``load_control_event`` to the head-end, which relays it on AMI-27 to the ESI; the
+ESI confirms at once and acts on its sites from the first step of the window. *OpenADR*: the VENs of
+the program's customers come online, the LMS's VTN creates the event (a critical-peak price or a
+simple level per 15-minute interval) for the VENs it chose, and the runner waits in wall time until
+they have answered; each customer's EMS opts in or out with its customer's opt-out rate (seeded), and
+from the window's first step the opted-in sites act on the signal they received (a price reaches the
+price-responsive ones; a level reaches every one).
 
 **What the grid sees.** The SimBench profiles stand for what the customers draw without demand
-response, so the switched devices are part of them. A twin fleet with the same seed steps beside
-the ESI's fleet without any event (the counterfactual); before each step's power flow the
+response, so the flexible devices are part of them. A twin fleet with the same seed steps beside
+the enrolled fleet without any event (the counterfactual); before each step's power flow the
 simulation adds, per enrolled customer, the fleet's load minus the twin's
-(:attr:`~gridloom.grid.simulate.Simulation.load_adjustment`): zero until the ESI acts, below zero
+(:attr:`~gridloom.grid.simulate.Simulation.load_adjustment`): zero until a site responds, below zero
 while it sheds, above zero while the devices catch up afterwards. Both fleets see one summer day's
 outdoor temperature (:func:`outdoor_c`, 18 °C at 03:00 to 31 °C at 15:00 UTC) and irradiance
 (:func:`irradiance`).
@@ -39,18 +52,26 @@ draws less than its twin by more than that share of what the profile typically d
 (its SimBench profile and reference power, the lowest value within the profiles' time shift). So a
 shed never takes more than a home draws: no meter outside net metering runs backwards.
 
+**Settlement** runs once the MDMS has closed the event's day, with ``programs.baseline``: ``auto``
+takes the 10-in-10 baseline when the run has :data:`HISTORY_DAYS` days of reads before the event's day
+and otherwise the control-group baseline (the non-enrolled residential LV meters on the participants'
+feeders, or all of them when those are too few), so a one-day run settles. The LMS reports compliance
+to the DMS (AMI-7) and the settled records to the CIS (DGM-22).
+
 The run's metrics get a ``demand_response`` section: per event the twin's total ("baseline") and the
-fleet's total ("actual") around the window, the shed per interval of the window, what the LMS
-planned and the ESI confirmed, and the settlement, which needs prior days of MDMS reads the run
-may not have (then it says so instead of settling).
+fleet's total ("actual") around the window, the shed per interval of the window, what the DMS asked and
+the LMS planned, what the ESI confirmed or the VENs answered (with wall-clock latencies), the
+compliance the DMS received and the settlement.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -67,27 +88,36 @@ from gridloom.grid.connectivity import DeviceKind
 from gridloom.grid.model import LV_VOLT_LEVEL
 from gridloom.grid.profiles import STEP_S, load_table, profile_step
 from gridloom.grid.simulate import Simulation, StepResult
+from gridloom.protocols.openadr import SignalName, Vtn
+from gridloom.scenario.demand_vens import OPENADR_PROGRAMS, OpenAdrLeg, VenOutcome, ven_id
 from gridloom.scenario.plugin import RunContext
 from gridloom.scenario.spec import DemandResponseEvent
+from gridloom.systems.billing import DR_CREDITS_SCHEMA
+from gridloom.systems.billing.cycle import CriticalPeakEvent
 from gridloom.systems.cis.build import cis_for_territory
 from gridloom.systems.cis.model import Cis, CustomerClass
+from gridloom.systems.cis.tariffs import TariffKind
 from gridloom.systems.headend.config import EventSubscription
-from gridloom.systems.lms.baseline import BaselineRule
-from gridloom.systems.lms.service import Lms
-from gridloom.systems.lms.wire import Enrolments, Requirement
+from gridloom.systems.lms.baseline import BaselineMethod, BaselineRule
+from gridloom.systems.lms.programs import ProgramKind
+from gridloom.systems.lms.service import FINGERPRINT_KEY, Lms, LmsEvent
+from gridloom.systems.lms.wire import Compliance, Enrolments, Requirement, RequirementResponse
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 
 LMS_INSTANCE, ESI_INSTANCE, CIS_INSTANCE = "lms-1", "esi-1", "cis-1"
-PROGRAM = "dlc"
-URGENCY = "reliability"  # a notified peak event; the planner serves it from the DLC program
-#: The devices the ESI switches at each enrolled site (the territory's PV, PEVs and batteries are simulated apart).
+DMS_INSTANCE = "dms-2"  # the DMS's load-management desk (the OMS plug-in attaches the DMS as dms-1)
+#: The requirement's urgency per program: the LMS's planner reaches for that program first.
+URGENCY = {"dlc": "emergency", "reliability": "reliability", "cpp": "economic"}
+#: The devices at each enrolled site (the territory's PV, PEVs and batteries are simulated apart).
 SHARES = FlexShares(ev=0.0, battery=0.0, pv=0.0)
-#: A site's switched devices draw on average this share of what its customer's profile draws, and shed at most
+#: A site's flexible devices draw on average this share of what its customer's profile draws, and shed at most
 #: this share of what the profile typically draws at the moment.
 SHARE_OF_PROFILE = 0.3
-BYTES_PER_ROW = 100  # a DGM-22 row (enrolment or event record) encoded, with room to spare
+BYTES_PER_ROW = 200  # a DGM-22 enrolment row with its VEN's fingerprint, encoded, with room to spare
+MAX_PAGE_ROWS = 20_000  # DGM-22 enrolment rows a message at most (fewer where the bus limits a message's size)
+HISTORY_DAYS = 14  # programs.baseline auto: 10-in-10 with this many days of reads before the event's day
 MARGIN = dt.timedelta(hours=3)  # the series of an event start and end this far around its window
 _H = STEP_S / 3600.0
 
@@ -115,14 +145,13 @@ class _Event:
     notice_at: dt.datetime
     dispatched_at: dt.datetime | None = None
     status: str = "pending"
+    requested_w: float = 0.0
     planned_w: float = 0.0
+    event_ids: list[str] = field(default_factory=list)  # the LMS's events for the requirement (one per program)
     commanded: int = 0
+    openadr: dict[str, VenOutcome] = field(default_factory=dict)  # per OpenADR event id
     settlement: str | dict[str, Any] = "not settled: the run ended before the MDMS closed the event's day"
     settled: bool = False
-
-    @property
-    def event_id(self) -> str:
-        return f"{self.requirement_id}-{PROGRAM}"
 
     @property
     def name(self) -> str:
@@ -131,49 +160,89 @@ class _Event:
 
 @dataclass
 class _Enrolled:
-    """The enrolled customers: positions in the territory (= the meter fleet's order) and their rows."""
+    """The enrolled customers: positions in the territory (= the meter fleet's order), their rows and programs."""
 
     customers: IntArray
     meter_ids: list[str]
     account_ids: list[str]
     feeders: list[str]
+    program: npt.NDArray[np.str_]
     eligible: int
+    control_meter_ids: list[str] = field(default_factory=list)  # eligible, not enrolled: settlement's control group
+    control_feeders: list[str] = field(default_factory=list)
     size: FloatArray = field(default_factory=lambda: np.zeros(0))  # each site's scale (see the module docstring)
     capacity_w: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def ven_ids(self) -> list[str]:
+        """Each row's customer EMS VEN ("" in direct load control)."""
+        return [ven_id(m) if p in OPENADR_PROGRAMS else "" for m, p in zip(self.meter_ids, self.program, strict=True)]
+
+
+@dataclass(frozen=True)
+class _Signal:
+    """What the opted-in sites of an OpenADR event act on: a price or a level per interval of the window."""
+
+    sites: IntArray
+    start: dt.datetime
+    interval: dt.timedelta
+    name: str
+    values: tuple[float, ...]
+
+    def value_at(self, at: dt.datetime) -> float | None:
+        k = math.floor((at - self.start) / self.interval) if at >= self.start else -1
+        return self.values[k] if 0 <= k < len(self.values) else None
 
 
 @dataclass
 class _Series:
+    """Per step, the twin's and the fleet's total over each program's sites (W)."""
+
     at: list[dt.datetime] = field(default_factory=list)
-    baseline_w: list[float] = field(default_factory=list)
-    actual_w: list[float] = field(default_factory=list)
+    baseline_w: dict[str, list[float]] = field(default_factory=dict)
+    actual_w: dict[str, list[float]] = field(default_factory=dict)
 
 
 class DemandResponsePlugin:
-    """The LMS, the CIS's DR side and the enrolled customers' ESI of a run (scenario systems: ``lms``)."""
+    """The DMS's requirements, the LMS, the CIS's DR side, the ESI and the customers' EMS VENs of a run."""
 
     key = "demand_response"
 
     def __init__(self) -> None:
         self.lms: Lms | None = None
         self.esi: EsiGateway | None = None
-        self.fleet: FlexFleet | None = None  # the enrolled sites, acting on the ESI's controls
+        self.openadr: OpenAdrLeg | None = None
+        self.fleet: FlexFleet | None = None  # the enrolled sites, acting on the ESI's controls and the VENs' signals
         self.twin: FlexFleet | None = None  # the same sites without any event: the counterfactual
         self.enrolled: _Enrolled | None = None
         self.events: list[_Event] = []
         self.series = _Series()
-        self.records_received = 0  # DGM-22 event-record rows the CIS got from the LMS
+        self.signals: list[_Signal] = []
+        self.answers: dict[str, RequirementResponse] = {}  # the LMS's answers to the DMS (DGM-16), by requirement
+        self.compliance: dict[str, Compliance] = {}  # the LMS's AMI-7 reports the DMS received, by event id
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}  # the CIS's DGM-22 records, by (event, account)
+        self.enrolment_messages = 0
         self.timezone = "UTC"
         self._cis: Endpoint | None = None
+        self._dms: Endpoint | None = None
         self._n_customers = 0
+        self._seed = 0
 
     def headend_subscriptions(self) -> tuple[EventSubscription, ...]:
         return ()
 
     # ------------------------------------------------------------------ start
     async def start(self, ctx: RunContext) -> None:
+        try:
+            await self._start(ctx)
+        except BaseException:
+            await self.stop(ctx)  # openleadr allows one VTN per process: never leave it running
+            raise
+
+    async def _start(self, ctx: RunContext) -> None:
         scenario, simulation = ctx.scenario, ctx.simulation
         start = ctx.clock()
+        self._seed = scenario.seed
         for k, (at, event) in enumerate(
             ((at, e) for at, e in scenario.schedule() if isinstance(e, DemandResponseEvent)), start=1
         ):
@@ -185,22 +254,32 @@ class DemandResponsePlugin:
         )  # fmt: skip
         self.timezone = cis.timezone
         self._n_customers = simulation.territory.customers
-        enrolled = _enrol(simulation, cis, share=scenario.programs.demand_response_share, seed=scenario.seed)
+        programs = scenario.programs
+        enrolled = _enrol(
+            simulation, cis, share=programs.demand_response_share, reliability_share=programs.reliability_share,
+            seed=scenario.seed,
+        )  # fmt: skip
         self.enrolled = enrolled
+        n = enrolled.customers.size
+        ven_ids = enrolled.ven_ids
+        fingerprints = [""] * n
+        wanted = {e.spec.program for e in self.events} & set(OPENADR_PROGRAMS)
+        if wanted & set(enrolled.program.tolist()):
+            self.openadr = OpenAdrLeg(ctx.out / "openadr", ctx.out / "pki")
+            issued = dict(zip([v for v in ven_ids if v], self.openadr.issue([v for v in ven_ids if v]), strict=True))
+            fingerprints = [issued.get(v, "") for v in ven_ids]
+        vtn = await self.openadr.start() if self.openadr is not None else None
         lms = self.lms = Lms(
-            ctx.fabric, ctx.issue("lms", LMS_INSTANCE), headend=ctx.headend.instance, cis=CIS_INSTANCE,
-            timezone=cis.timezone,
+            ctx.fabric, ctx.issue("lms", LMS_INSTANCE), vtn=vtn, headend=ctx.headend.instance, cis=CIS_INSTANCE,
+            dms=DMS_INSTANCE, timezone=cis.timezone,
         )  # fmt: skip
         await lms.start()
         self._cis = await ctx.fabric.attach(ctx.issue("cis", CIS_INSTANCE), self._cis_inbox)
-        n = enrolled.customers.size
-        limit = ctx.fabric.transport.max_payload_bytes
-        if limit is not None and n * BYTES_PER_ROW > limit // 2:  # half: the envelope, sealing and signature
-            raise ScenarioError(
-                f"{n:,} customers enrolled in demand response make DGM-22 messages larger than the bus carries "
-                f"({limit:,} bytes a message): lower programs.demand_response_share or grid.customers, or run "
-                "without --bus"
-            )
+        self._dms = await ctx.fabric.attach(
+            ctx.issue("dms", DMS_INSTANCE), self._dms_inbox,
+            body_types={DeclaredType.LOAD_MANAGEMENT_REQUIREMENT.response: RequirementResponse,
+                        DeclaredType.DR_COMPLIANCE: Compliance},
+        )  # fmt: skip
         if n:
             seed = int(np.random.SeedSequence([scenario.seed, 14]).generate_state(1)[0])
             self.fleet = FlexFleet.synthetic(n, seed=seed, shares=SHARES)
@@ -210,22 +289,55 @@ class DemandResponsePlugin:
             self.esi = EsiGateway(ctx.fabric, ctx.issue("esi", ESI_INSTANCE), self.fleet, enrolled.meter_ids)
             await self.esi.start()
             simulation.load_adjustment = self._load_adjustment
-            simulation.chunk_steps = 1  # the ESI acts between steps
+            simulation.chunk_steps = 1  # the ESI and the EMSs act between steps
         body = Enrolments(
-            account_id=enrolled.account_ids, meter_id=enrolled.meter_ids, program=[PROGRAM] * n,
-            ven_id=[""] * n, feeder=enrolled.feeders, capacity_w=enrolled.capacity_w.tolist(), dlc=[True] * n,
+            account_id=enrolled.account_ids, meter_id=enrolled.meter_ids, program=enrolled.program.tolist(),
+            ven_id=ven_ids, feeder=enrolled.feeders, capacity_w=enrolled.capacity_w.tolist(),
+            dlc=(enrolled.program == "dlc").tolist(),
         )  # fmt: skip
-        await self._cis.send("DGM-22", DeclaredType.DR_ENROLMENTS, body, to=LMS_INSTANCE)
-        await ctx.fabric.transport.drain()
-        who = f"{n} of {enrolled.eligible} residential LV customers enrolled in direct load control"
+        await self._send_enrolment(ctx, body, fingerprints)
+        counts = {p: int(np.count_nonzero(enrolled.program == p)) for p in ("dlc", *OPENADR_PROGRAMS)}
+        who = ", ".join(f"{c} in {p}" for p, c in counts.items() if c)
+        who = f"{n} of {enrolled.eligible} residential LV customers enrolled ({who or 'none'})"
         ctx.log(start, "demand_response", f"{who}; the LMS has {lms.stats.enrolled}")
         await self._dispatch_due(ctx)  # events notified when the run starts act from its first step
         await ctx.fabric.transport.drain()
 
+    async def _send_enrolment(self, ctx: RunContext, body: Enrolments, fingerprints: list[str]) -> None:
+        """The CIS's enrolment to the LMS (DGM-22): in pages of at most what one message of the bus carries."""
+        if self._cis is None:
+            return
+        n = len(body.account_id)
+        rows = MAX_PAGE_ROWS
+        if (limit := ctx.fabric.transport.max_payload_bytes) is not None:
+            rows = min(rows, max(1, limit // 2 // BYTES_PER_ROW))  # half: the envelope, sealing and signature
+        pages = max(1, math.ceil(n / rows))
+        enrolment = uuid.uuid4().hex[:12]
+        for k in range(pages):
+            part = slice(k * rows, (k + 1) * rows)
+            page = Enrolments(*(getattr(body, name)[part] for name in Enrolments.__struct_fields__))
+            extensions: dict[str, Any] = {FINGERPRINT_KEY: fingerprints[part]}
+            if pages > 1:
+                extensions |= {"enrolment": enrolment, "page": k, "pages": pages}
+            await self._cis.send("DGM-22", DeclaredType.DR_ENROLMENTS, page, to=LMS_INSTANCE, extensions=extensions)
+            self.enrolment_messages += 1
+        await ctx.fabric.transport.drain()
+
     async def _cis_inbox(self, message: Message) -> None:
-        """The CIS's side of DGM-22: the LMS's records of what it asked of whom (billing uses them)."""
-        if message.message_type == DeclaredType.DR_EVENT_RECORDS and isinstance(message.body, dict):
-            self.records_received += len(message.body.get("account_id", []))
+        """The CIS's side of DGM-22: the LMS's records of what it asked of whom and, once settled, the credits."""
+        if message.message_type != DeclaredType.DR_EVENT_RECORDS or not isinstance(message.body, dict):
+            return
+        body = message.body
+        keys = ("start_us", "end_us", "program", "opt", "reduction_wh", "credit_per_kwh")
+        for i, (event_id, account) in enumerate(zip(body["event_id"], body["account_id"], strict=True)):
+            self.records[(str(event_id), str(account))] = {k: body[k][i] for k in keys}
+
+    async def _dms_inbox(self, message: Message) -> None:
+        """The DMS's side: the LMS's answer to a requirement (DGM-16) and its compliance reports (AMI-7)."""
+        if isinstance(message.body, RequirementResponse):
+            self.answers[message.body.requirement_id] = message.body
+        elif isinstance(message.body, Compliance):
+            self.compliance[message.body.event_id] = message.body
 
     # ------------------------------------------------------------------ the timeline
     def due_at(self) -> dt.datetime | None:
@@ -242,43 +354,111 @@ class DemandResponsePlugin:
                 await self._dispatch(ctx, event, now)
 
     async def _dispatch(self, ctx: RunContext, event: _Event, now: dt.datetime) -> None:
-        """The DMS's requirement for the event goes to the LMS, which plans it and commands the head-end."""
+        """The DMS's requirement for the event goes to the LMS (DGM-16), which plans it and signals its customers."""
         event.dispatched_at = now
         lms, enrolled = self.lms, self.enrolled
         if lms is None or enrolled is None:
             return
-        # without shed_kw, every enrolled customer: what the LMS expects of them all
-        available = float(enrolled.capacity_w.sum()) * (1.0 - lms.programs[PROGRAM].expected_opt_out)
+        program = event.spec.program
+        mine = enrolled.program == program
+        # without shed_kw, every customer of the program: what the LMS expects of them all
+        available = float(enrolled.capacity_w[mine].sum()) * (1.0 - lms.programs[program].expected_opt_out)
         reduce_w = event.spec.shed_kw * 1000.0 if event.spec.shed_kw is not None else available
+        event.requested_w = reduce_w
         if reduce_w <= 0:
             event.status = "nobody to ask"
-            ctx.alarm(now, "warning", "lms", f"{event.name}: no enrolled customer can shed load; nothing dispatched")
+            ctx.alarm(now, "warning", "lms", f"{event.name}: no customer in {program} can shed load; nothing asked")
             return
-        feeders = sorted(set(enrolled.feeders))
-        req = Requirement(event.requirement_id, feeders, reduce_w, to_micros(event.start), to_micros(event.end),
-                          URGENCY)  # fmt: skip
-        plan = await lms.dispatch(req)
-        event.status, event.planned_w = plan.status, plan.expected_w
-        event.commanded = int(sum(d.rows.size for d in plan.dispatches))
-        expected = f"{plan.expected_w / 1000:,.0f} kW"
-        what = f"the LMS commands {event.commanded} meters' HAN devices through the head-end, {expected} expected"
-        ctx.log(now, "demand_response", f"{event.name}: {what}")
-        if plan.status != "planned":
-            offer = f"{reduce_w / 1000:,.0f} kW asked, the enrolment offers {expected}"
-            ctx.alarm(now, "warning", "lms", f"{event.name}: {offer}")
+        req = Requirement(event.requirement_id, sorted(set(enrolled.feeders)), reduce_w, to_micros(event.start),
+                          to_micros(event.end), URGENCY[program])  # fmt: skip
+        if program in OPENADR_PROGRAMS and self.openadr is not None:
+            lms.openadr_shift = dt.timedelta(seconds=round((dt.datetime.now(dt.UTC) - now).total_seconds()))
+            vens = [v for v, p in zip(enrolled.ven_ids, enrolled.program, strict=True) if p == program]
+
+            async def create() -> list[str]:
+                return [e for e in await self._require(ctx, req) if lms.events[e].program.program_id != "dlc"]
+
+            event.openadr = await self.openadr.event(vens, self._opt_in(event), create)
+            self._act_on(event, lms)
+        else:
+            await self._require(ctx, req)
+        answer = self.answers.get(event.requirement_id)
+        if answer is None:
+            event.status = "no answer from the LMS"
+            ctx.alarm(now, "warning", "dms", f"{event.name}: the LMS did not answer the requirement")
+            return
+        event.status, event.planned_w, event.event_ids = answer.status, answer.planned_w, list(answer.events)
+        tracked = [lms.events[e] for e in event.event_ids if e in lms.events]
+        event.commanded = sum(int(e.rows.size) for e in tracked if e.program.kind is ProgramKind.DIRECT_LOAD_CONTROL)
+        asked = ", ".join(f"{e.rows.size} customers in {e.program.program_id}" for e in tracked) or "nobody"
+        expected = f"{answer.planned_w / 1000:,.0f} kW"
+        ctx.log(now, "demand_response", f"{event.name}: the DMS asks, the LMS signals {asked}, {expected} expected")
+        if answer.status != "planned":
+            ctx.alarm(now, "warning", "lms", f"{event.name}: {reduce_w / 1000:,.0f} kW asked, the LMS plans {expected}"
+                      + (f" ({answer.reason})" if answer.reason else ""))  # fmt: skip
+
+    async def _require(self, ctx: RunContext, req: Requirement) -> list[str]:
+        """The DMS sends ``req`` (DGM-16); returns the event ids of the LMS's answer."""
+        if self._dms is None:
+            raise ScenarioError("the DMS is not attached")
+        await self._dms.send("DGM-16", DeclaredType.LOAD_MANAGEMENT_REQUIREMENT, req, to=LMS_INSTANCE)
+        await ctx.fabric.transport.drain()
+        answer = self.answers.get(req.requirement_id)
+        return list(answer.events) if answer is not None else []
+
+    def _opt_in(self, event: _Event) -> dict[str, bool]:
+        """Each VEN's EMS's decision for ``event``: opt out with its customer's opt-out rate (seeded per event)."""
+        enrolled, fleet = self.enrolled, self.fleet
+        if enrolled is None or fleet is None:
+            return {}
+        k = self.events.index(event)
+        out = np.random.default_rng([self._seed, 15, k]).random(enrolled.customers.size) < fleet.sites.opt_out_rate
+        return {v: not bool(o) for v, o in zip(enrolled.ven_ids, out.tolist(), strict=True) if v}
+
+    def _act_on(self, event: _Event, lms: Lms) -> None:
+        """From the window on, the sites whose EMS opted in act on the signal their VEN received."""
+        enrolled = self.enrolled
+        if enrolled is None:
+            return
+        site_of = {v: i for i, v in enumerate(enrolled.ven_ids) if v}
+        for event_id, outcome in event.openadr.items():
+            received = outcome.signal
+            if received is None or not received.signals or not received.intervals:
+                continue
+            sites = np.array(sorted(site_of[v] for v, o in outcome.decisions.items() if o == "optIn"), dtype=np.intp)
+            name, values = next(iter(received.signals.items()))
+            tracked = lms.events.get(event_id)
+            start = tracked.start_at if tracked is not None else event.start
+            self.signals.append(_Signal(sites, start, received.intervals[0][1], name, tuple(values)))
 
     # ------------------------------------------------------------------ the physics
+    def _levels(self, at: dt.datetime, n: int) -> tuple[IntArray, FloatArray]:
+        """The OpenADR simple level and price each site's EMS holds at ``at``."""
+        level, price = np.zeros(n, dtype=np.intp), np.zeros(n)
+        for signal in self.signals:
+            value = signal.value_at(at)
+            if value is None or not signal.sites.size:
+                continue
+            if signal.name == SignalName.SIMPLE:
+                level[signal.sites] = np.maximum(level[signal.sites], int(value))
+            elif signal.name == SignalName.ELECTRICITY_PRICE:
+                price[signal.sites] = np.maximum(price[signal.sites], value)
+        return level, price
+
     def _load_adjustment(self, at: dt.datetime) -> FloatArray | None:
         """W per territory customer for the step at ``at``: the fleet's load minus the twin's."""
         fleet, twin, esi, enrolled = self.fleet, self.twin, self.esi, self.enrolled
         if fleet is None or twin is None or esi is None or enrolled is None:
             return None
         esi.tick(at)
-        actual = enrolled.size * _step(fleet, at)
+        level, price = self._levels(at, len(fleet))
+        actual = enrolled.size * _step(fleet, at, level=level, price_per_kwh=price)
         baseline = enrolled.size * _step(twin, at)
         self.series.at.append(at)
-        self.series.baseline_w.append(float(baseline.sum()))
-        self.series.actual_w.append(float(actual.sum()))
+        for program in ("dlc", *OPENADR_PROGRAMS):
+            sites = enrolled.program == program
+            self.series.baseline_w.setdefault(program, []).append(float(baseline[sites].sum()))
+            self.series.actual_w.setdefault(program, []).append(float(actual[sites].sum()))
         delta = actual - baseline
         if not delta.any():
             return None
@@ -290,73 +470,157 @@ class DemandResponsePlugin:
         return None
 
     # ------------------------------------------------------------------ settlement
+    def rule(self, ctx: RunContext, event: _Event) -> BaselineRule:
+        """The baseline of ``programs.baseline`` for ``event`` (auto: see the module docstring)."""
+        chosen = ctx.scenario.programs.baseline
+        if chosen == "auto":
+            day = event.start.replace(hour=0, minute=0, second=0, microsecond=0)
+            history = day - ctx.scenario.time.start >= dt.timedelta(days=HISTORY_DAYS)
+            chosen = BaselineMethod.TEN_IN_TEN.value if history else BaselineMethod.CONTROL_GROUP.value
+        method = BaselineMethod(chosen)
+        zone = self.timezone
+        local = event.start.astimezone(ZoneInfo(zone))
+        if method is BaselineMethod.CONTROL_GROUP and local.replace(hour=0, minute=0) < ctx.scenario.time.start:
+            # the group is matched over the event's day up to the event: where the local day began before the run
+            # (a run starts at midnight UTC), the run's own (UTC) day is the day
+            zone = "UTC"
+        return BaselineRule(method=method, timezone=zone)
+
+    def _control_group(self, tracked: list[LmsEvent], rule: BaselineRule) -> list[str]:
+        """Non-enrolled residential LV meters on the participants' feeders (all of them if those are too few)."""
+        enrolled, lms = self.enrolled, self.lms
+        if enrolled is None or lms is None or rule.method is not BaselineMethod.CONTROL_GROUP:
+            return []
+        feeders = {f for e in tracked for f in lms.enrolment.feeder[e.rows].tolist()}
+        near = [m for m, f in zip(enrolled.control_meter_ids, enrolled.control_feeders, strict=True) if f in feeders]
+        return near if len(near) >= 2 * rule.min_control_meters else list(enrolled.control_meter_ids)
+
     async def end_of_day(self, ctx: RunContext, start: dt.datetime, end: dt.datetime) -> None:
-        """Settle the events the MDMS has closed the day of, from its reads (10-in-10 baseline)."""
-        lms, enrolled = self.lms, self.enrolled
-        if lms is None or enrolled is None:
+        """Settle the events the MDMS has closed the day of, from its reads; report to the DMS and the CIS."""
+        lms = self.lms
+        if lms is None:
             return
         for event in self.events:
-            if event.settled or event.end > end or event.event_id not in lms.events:
+            tracked = [lms.events[e] for e in event.event_ids if e in lms.events]
+            if event.settled or event.end > end or not tracked:
                 continue
             event.settled = True
-            rule = BaselineRule(timezone=self.timezone)
-            meters = lms.enrolment.meter_id[lms.events[event.event_id].rows].tolist()
-            reads = ctx.mdms.core.store.reads(
-                meter_ids=meters, start=event.start - dt.timedelta(days=rule.lookback_days + 1), end=event.end
-            )
+            rule = self.rule(ctx, event)
+            meters = sorted({m for e in tracked for m in lms.enrolment.meter_id[e.rows].tolist()})
+            control = self._control_group(tracked, rule)
+            back = dt.timedelta(days=rule.lookback_days + 1 if rule.method is not BaselineMethod.CONTROL_GROUP else 1)
+            reads = ctx.mdms.core.store.reads(meter_ids=meters + control, start=event.start - back, end=event.end)
             try:
-                perf, credits = lms.settle(reads, event_ids=[event.event_id], rule=rule)
+                perf, credits = lms.settle(
+                    reads, event_ids=[e.event_id for e in tracked], rule=rule, control_meter_ids=control
+                )
             except GridloomError as exc:
                 event.settlement = f"not settled: {exc}"
                 continue
             complete = perf.filter(perf["complete"])
             if complete.num_rows == 0:
-                days = int(pc.max(perf["days_used"]).as_py() or 0) if perf.num_rows else 0
-                event.settlement = (
-                    f"not settled: the {rule.method.value} baseline needs {rule.days} prior days of reads like the "
-                    f"event day's (at least {rule.min_days}); the run has {days}"
-                )
+                event.settlement = f"not settled: {_lacking(perf, rule, len(control))}"
                 continue
-            report = (await lms.report(event.requirement_id, perf, credits))[0]
+            reports = await lms.report(event.requirement_id, perf, credits)
+            await ctx.fabric.transport.drain()
             credit = pc.sum(pc.multiply(credits["reduction_wh"], credits["credit_per_kwh"])).as_py() or 0.0
-            event.settlement = {
-                **report.as_dict(), "accounts_credited": credits.num_rows, "credits": round(float(credit) / 1000, 2),
+            summary: dict[str, Any] = reports[0].as_dict() if len(reports) == 1 else {
+                "events": [r.as_dict() for r in reports], "method": rule.method.value,
+                "reduction_wh": round(sum(r.reduction_wh for r in reports), 1),
             }  # fmt: skip
+            event.settlement = {
+                **summary, "control_meters": len(control), "accounts_credited": credits.num_rows,
+                "credits": round(float(credit) / 1000, 2),
+            }  # fmt: skip
+
+    # ------------------------------------------------------------------ what billing gets from the CIS
+    def dr_credits(self) -> pa.Table | None:
+        """The settled credits the CIS received from the LMS (DGM-22), as billing's ``dr_credits``."""
+        enrolled = self.enrolled
+        if enrolled is None:
+            return None
+        meters = dict(zip(enrolled.account_ids, enrolled.meter_ids, strict=True))
+        rows = [
+            (account, event_id, r) for (event_id, account), r in self.records.items()
+            if r["reduction_wh"] > 0 and r["credit_per_kwh"] > 0
+        ]  # fmt: skip
+        if not rows:
+            return None
+
+        def at(us: int) -> dt.datetime:
+            return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(us))
+
+        return pa.table(
+            {
+                "account_id": [a for a, _, _ in rows],
+                "event_id": [e for _, e, _ in rows],
+                "start_at": [at(r["start_us"]) for _, _, r in rows],
+                "end_at": [at(r["end_us"]) for _, _, r in rows],
+                "meter_ids": [meters.get(a, "") for a, _, _ in rows],
+                "reduction_wh": [float(r["reduction_wh"]) for _, _, r in rows],
+                "credit_per_kwh": [float(r["credit_per_kwh"]) for _, _, r in rows],
+            },
+            schema=DR_CREDITS_SCHEMA,
+        )
+
+    def critical_peak_accounts(self) -> list[tuple[list[str], list[CriticalPeakEvent]]]:
+        """The accounts the CIS's records show in critical-peak events, grouped by the events they were in."""
+        by_account: dict[str, list[CriticalPeakEvent]] = {}
+        for (event_id, account), r in sorted(self.records.items()):
+            if r["program"] == "cpp":
+                window = CriticalPeakEvent(
+                    dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(r["start_us"])),
+                    dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(r["end_us"])),
+                    event_id,
+                )
+                by_account.setdefault(account, []).append(window)
+        groups: dict[tuple[str, ...], tuple[list[str], list[CriticalPeakEvent]]] = {}
+        for account, windows in by_account.items():
+            key = tuple(w.event_id for w in windows)
+            groups.setdefault(key, ([], windows))[0].append(account)
+        return list(groups.values())
 
     async def stop(self, ctx: RunContext) -> None:
         ctx.simulation.load_adjustment = None
+        if self.openadr is not None:
+            await self.openadr.stop()
         if self.esi is not None:
             await self.esi.close()
         if self.lms is not None:
             await self.lms.close()
-        if self._cis is not None:
-            await self._cis.close()
-            self._cis = None
+        for endpoint in (self._cis, self._dms):
+            if endpoint is not None:
+                await endpoint.close()
+        self._cis = self._dms = None
 
     # ------------------------------------------------------------------ metrics
     def metrics(self, ctx: RunContext) -> dict[str, Any]:
         lms, enrolled = self.lms, self.enrolled
         if lms is None or enrolled is None:
             return {"implemented": True, "ready": False, "events": []}
+        vtn = lms.vtn
         return {
             "implemented": True,
-            "program": PROGRAM,
+            "programs": {p: int(np.count_nonzero(enrolled.program == p)) for p in ("dlc", *OPENADR_PROGRAMS)},
             "eligible": enrolled.eligible,
             "enrolled": int(enrolled.customers.size),
             "share": ctx.scenario.programs.demand_response_share,
             "sheddable_kw": round(float(enrolled.capacity_w.sum()) / 1000, 1),
             "weather": "summer day: 18 °C at 03:00 to 31 °C at 15:00 UTC, clear sky 06:00-18:00",
-            "openadr": "not in the scenario runner: the LMS runs without its VTN, direct load control only",
+            "openadr": None if vtn is None else _vtn_metrics(vtn),
             "lms": asdict(lms.stats),
+            "enrolment_messages": self.enrolment_messages,
             "load_control_relayed_by_headend": ctx.headend.stats.load_control_forwarded,
-            "records_received_by_cis": self.records_received,
+            "records_received_by_cis": len(self.records),
             "comfort_overrides": self.fleet.comfort_overrides if self.fleet is not None else 0,
             "events": [self._event_metrics(e, lms) for e in self.events],
         }
 
     def _event_metrics(self, event: _Event, lms: Lms) -> dict[str, Any]:
         at_us = np.array([to_micros(t) for t in self.series.at], dtype=np.int64)
-        base, actual = np.asarray(self.series.baseline_w), np.asarray(self.series.actual_w)
+        program = event.spec.program  # the series of its program's sites (the LMS may add others beyond shed_kw)
+        base = np.asarray(self.series.baseline_w.get(program, [0.0] * at_us.size))
+        actual = np.asarray(self.series.actual_w.get(program, [0.0] * at_us.size))
 
         def span(lo: dt.datetime, hi: dt.datetime) -> npt.NDArray[np.bool_]:
             return (at_us >= to_micros(lo)) & (at_us < to_micros(hi))
@@ -364,7 +628,8 @@ class DemandResponsePlugin:
         window = span(event.start - MARGIN, event.end + MARGIN)
         during, after = span(event.start, event.end), span(event.end, event.end + MARGIN)
         shed = (base[during] - actual[during]) / 1000
-        tracked = lms.events.get(event.event_id)
+        tracked = [lms.events[e] for e in event.event_ids if e in lms.events]
+        compliance = [self.compliance[e] for e in event.event_ids if e in self.compliance]
         return {
             "name": event.name,
             "program": event.spec.program,
@@ -373,10 +638,14 @@ class DemandResponsePlugin:
             "notified_at": event.dispatched_at.isoformat() if event.dispatched_at is not None else None,
             "status": event.status,
             "requested_kw": event.spec.shed_kw,
+            "required_kw": round(event.requested_w / 1000, 1),
             "planned_kw": round(event.planned_w / 1000, 1),
+            "lms_events": {e.event_id: int(e.rows.size) for e in tracked},
             "meters_commanded": event.commanded,
-            "meters_confirmed": len(tracked.dlc_done) if tracked is not None else 0,
-            "meters_failed": len(tracked.dlc_failed) if tracked is not None else 0,
+            "meters_confirmed": sum(len(e.dlc_done) for e in tracked),
+            "meters_failed": sum(len(e.dlc_failed) for e in tracked),
+            "openadr": {k: o.as_dict() for k, o in event.openadr.items()} or None,
+            "compliance_received_by_dms": [_compliance(c) for c in compliance],
             "at": [t.isoformat() for t, keep in zip(self.series.at, window, strict=True) if keep],
             "baseline_kw": [round(float(w) / 1000, 3) for w in base[window]],
             "actual_kw": [round(float(w) / 1000, 3) for w in actual[window]],
@@ -387,27 +656,77 @@ class DemandResponsePlugin:
         }
 
 
-def _enrol(simulation: Simulation, cis: Cis, *, share: float, seed: int) -> _Enrolled:
-    """Draw ``share`` of the residential LV customers (with the seed); their accounts from the CIS, their feeders."""
+def _vtn_metrics(vtn: Vtn) -> dict[str, Any]:
+    return {
+        "vtn": vtn.url,
+        "vens_enrolled": len(vtn.vens),
+        "poll_interval_s": vtn.poll_interval.total_seconds(),
+        "registrations": vtn.stats.registrations,
+        "requests": vtn.stats.requests,
+        "refused": dict(vtn.stats.refused),
+    }
+
+
+def _compliance(c: Compliance) -> dict[str, Any]:
+    return {
+        "event_id": c.event_id,
+        "requested_kw": round(c.requested_w / 1000, 1),
+        "delivered_kw": round(c.delivered_w / 1000, 1),
+        "participants": c.participants,
+        "opted_out": c.opted_out,
+    }
+
+
+def _lacking(perf: pa.Table, rule: BaselineRule, control: int) -> str:
+    """Why no meter of an event got a baseline."""
+    if rule.method is BaselineMethod.CONTROL_GROUP:
+        return (
+            f"the control-group baseline needs at least {rule.min_control_meters} control meters with every read of "
+            f"the event's window ({control} in the group)"
+        )
+    days = int(pc.max(perf["days_used"]).as_py() or 0) if perf.num_rows else 0
+    return (
+        f"the {rule.method.value} baseline needs {rule.days} prior days of reads like the event day's (at least "
+        f"{rule.min_days}); the run has {days}"
+    )
+
+
+def _enrol(simulation: Simulation, cis: Cis, *, share: float, reliability_share: float, seed: int) -> _Enrolled:
+    """Draw ``share`` of the residential LV customers (with the seed); their accounts, tariffs and programs from the
+    CIS (see the module docstring), their feeders; the eligible customers left out are the control group."""
     territory, district = simulation.territory, simulation.district
     meter_ids = simulation.fleets.meters.meter_id
     local = territory.local_of(territory.customer_index)
-    # the CIS's class of each meter's customer: meter -> premise -> account -> customer -> class
+    # the CIS's class and tariff of each meter's customer: meter -> premise -> account -> customer -> class
     premise = cis.meters["premise_id"].take(pc.index_in(pa.array(meter_ids.tolist()), cis.meters["meter_id"]))
     rows = pc.index_in(premise, cis.accounts["premise_id"])
     account = cis.accounts["account_id"].take(rows)
     customer = cis.accounts["customer_id"].take(rows)
     klass = cis.customers["customer_class"].take(pc.index_in(customer, cis.customers["customer_id"]))
     residential = np.asarray(pc.fill_null(pc.equal(klass, CustomerClass.RESIDENTIAL.value), False))
+    tariff = cis.accounts["tariff_id"].take(rows)
+    critical = [
+        t
+        for t in pc.unique(tariff).drop_null().to_pylist()
+        if str(cis.tariff(t).kind) == TariffKind.CRITICAL_PEAK.value
+    ]
+    on_cpp = np.asarray(pc.fill_null(pc.is_in(tariff, value_set=pa.array(critical, pa.string())), False))
     eligible = residential & (district.customer_volt_level[local] == LV_VOLT_LEVEL)
     draw = np.random.default_rng([seed, 13]).random(territory.customers)
     customers = np.flatnonzero(eligible & (draw < share)).astype(np.intp)
+    reliability = np.random.default_rng([seed, 16]).random(customers.size) < reliability_share
+    program = np.where(on_cpp[customers], "cpp", np.where(reliability, "reliability", "dlc"))
+    feeders = _feeders(simulation)
+    control = np.flatnonzero(eligible & (draw >= share))
     return _Enrolled(
         customers=customers,
         meter_ids=meter_ids[customers].tolist(),
         account_ids=account.take(pa.array(customers)).to_pylist(),
-        feeders=_feeders(simulation)[customers].tolist(),
+        feeders=feeders[customers].tolist(),
+        program=program.astype(str),
         eligible=int(eligible.sum()),
+        control_meter_ids=meter_ids[control].tolist(),
+        control_feeders=feeders[control].tolist(),
     )
 
 
@@ -423,9 +742,14 @@ def _feeders(simulation: Simulation) -> npt.NDArray[np.str_]:
     return np.char.add(substation, feeder[local].astype(str))
 
 
-def _step(fleet: FlexFleet, at: dt.datetime) -> FloatArray:
-    """The sites' switched devices' draw (W) over the step at ``at``, in the run's weather."""
-    return fleet.step(at, STEP_S, outdoor_c=outdoor_c(at), irradiance=irradiance(at), base_w=0.0).load_w
+def _step(
+    fleet: FlexFleet, at: dt.datetime, *, level: npt.ArrayLike = 0, price_per_kwh: npt.ArrayLike = 0.0
+) -> FloatArray:
+    """The sites' flexible devices' draw (W) over the step at ``at``, in the run's weather, at the EMSs' signals."""
+    return fleet.step(
+        at, STEP_S, outdoor_c=outdoor_c(at), irradiance=irradiance(at), base_w=0.0, level=level,
+        price_per_kwh=price_per_kwh,
+    ).load_w  # fmt: skip
 
 
 def _sizes(

@@ -609,12 +609,25 @@ def _demand_response(m: Mapping[str, Any]) -> list[str]:
     events = [_map(e) for e in _list(dr.get("events"))]
     intro = []
     if "enrolled" in dr:
+        programs = _map(dr.get("programs"))
+        where = ", ".join(f"{_int(n)} in {_text(p)}" for p, n in programs.items() if n) if programs else ""
         intro = [
-            f"<p>{_int(dr.get('enrolled'))} of {_int(dr.get('eligible'))} residential LV customers enrolled in "
-            "direct load control; the LMS commands their HAN devices through the head-end (AMI-12c, relayed to "
-            "their ESI on AMI-27). Baseline: their switched devices as they would have run without the event; "
+            f"<p>{_int(dr.get('enrolled'))} of {_int(dr.get('eligible'))} residential LV customers enrolled"
+            f"{f' ({where})' if where else ''}. The DMS sends the LMS each event's requirement (DGM-16); the LMS "
+            "commands the DLC customers' HAN devices through the head-end (AMI-12c, relayed to their ESI on AMI-27) "
+            "and sends critical-peak prices and reliability levels to the other customers' EMS VENs through its "
+            "OpenADR VTN. Baseline: the program's customers' devices as they would have run without the event; "
             "actual: as they ran.</p>"
         ]
+    adr = _map(dr.get("openadr"))
+    if adr:
+        refused = sum(int(v) for v in _map(adr.get("refused")).values())
+        intro.append(
+            f"<p>OpenADR 2.0b: VTN at {_text(adr.get('vtn'))} (TLS, certificates from the run's CA), "
+            f"{_int(adr.get('vens_enrolled'))} VENs enrolled by certificate fingerprint, "
+            f"{_int(adr.get('registrations'))} registrations, {_int(adr.get('requests'))} requests, "
+            f"{refused} refused.</p>"
+        )
     if not events:
         return [*intro, "<p>No demand-response event in this run.</p>"]
     svg = plots.demand_response(
@@ -644,7 +657,40 @@ def _demand_response(m: Mapping[str, Any]) -> list[str]:
                      _int(e.get("meters_confirmed")), settled_text))  # fmt: skip
     columns = (("event", False), ("start (UTC)", False), ("end (UTC)", False), ("peak shed kW", True),
                ("mean shed kW", True), ("meters confirmed", True), ("settlement", False))  # fmt: skip
-    return [*intro, *_figure(svg, "The events carry no baseline or actual series."), *_table(columns, rows)]
+    out = [*intro, *_figure(svg, "The events carry no baseline or actual series."), *_table(columns, rows)]
+    return out + _openadr_events(events) + _compliance(events)
+
+
+def _openadr_events(events: list[Mapping[str, Any]]) -> list[str]:
+    """What the VENs did with each OpenADR event (latencies in wall time)."""
+    rows = []
+    for e in events:
+        for event_id, o in _map(e.get("openadr")).items():
+            v = _map(o)
+            rows.append((_text(event_id), _int(v.get("vens_targeted")), _int(v.get("vens_received")),
+                         _int(v.get("vens_opted_in")), _int(v.get("vens_opted_out")), _int(v.get("vens_unanswered")),
+                         _fixed(v.get("received_p95_s"), 2), _fixed(v.get("replied_p95_s"), 2),
+                         _int(v.get("vtn_refused"))))  # fmt: skip
+    if not rows:
+        return []
+    columns = (("OpenADR event", False), ("VENs targeted", True), ("received", True), ("opted in", True),
+               ("opted out", True), ("unanswered", True), ("received p95 s", True), ("replied p95 s", True),
+               ("VTN refused", True))  # fmt: skip
+    return ["<h3>OpenADR events and the VENs' answers</h3>", *_table(columns, rows)]
+
+
+def _compliance(events: list[Mapping[str, Any]]) -> list[str]:
+    """The LMS's compliance reports the DMS received (AMI-7)."""
+    rows = [
+        (_text(c.get("event_id")), _fixed(c.get("requested_kw"), 1), _fixed(c.get("delivered_kw"), 1),
+         _int(c.get("participants")), _int(c.get("opted_out")))
+        for e in events for c in (_map(x) for x in _list(e.get("compliance_received_by_dms")))
+    ]  # fmt: skip
+    if not rows:
+        return []
+    columns = (("event", False), ("requested kW", True), ("delivered kW", True), ("participants", True),
+               ("opted out", True))  # fmt: skip
+    return ["<h3>Compliance the DMS received (AMI-7)</h3>", *_table(columns, rows)]
 
 
 def _timeline(m: Mapping[str, Any]) -> list[str]:

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gridloom.catalog import Catalog, load_catalog
 from gridloom.devices.concentrators import ConcentratorBatch
@@ -74,7 +75,7 @@ from gridloom.scenario.spec import (
 from gridloom.store import MeterDataStore, open_store
 from gridloom.store.schema import READS_SCHEMA
 from gridloom.systems.billing import PriceSeries, run_billing
-from gridloom.systems.billing.cycle import BillingCycle
+from gridloom.systems.billing.cycle import BillingCycle, CriticalPeakEvent
 from gridloom.systems.billing.run import BillingRun, TableReads
 from gridloom.systems.cis import Cis
 from gridloom.systems.cis.build import cis_for_territory
@@ -204,7 +205,9 @@ class Runner:
         out.mkdir(parents=True, exist_ok=True)
         (out / "scenario.yaml").write_text(scenario.to_yaml(), encoding="utf-8")
         clock = FabricClock(scenario.time.start)
-        ca = CertificateAuthority.init(out / "pki", name=f"gridloom run {scenario.name}", clock=clock)
+        # created in wall time: TLS (OpenADR) judges the CA and its CRL by the wall clock; the actors' certificates
+        # are issued in simulated time, which the fabric judges them by
+        ca = CertificateAuthority.init(out / "pki", name=f"gridloom run {scenario.name}")
         auditor = ca.issue("auditor", "auditor", clock=clock, validity=self._validity())
         audit = AuditLog(out / "audit.jsonl", signing_key=auditor.signing_key, clock=clock)
         store = open_store(options.store or out / "mdms.duckdb")
@@ -218,17 +221,19 @@ class Runner:
                 self.walls.handlers = fabric.stats.handler_seconds
                 actors = await self._start_actors(fabric, ca, clock, simulation, store)
                 try:
-                    await self._simulate(fabric, clock, simulation, actors, ca)
-                except asyncio.CancelledError:
-                    self.interrupted = True
-                    self._alarm(
-                        clock(), "warning", "runner", "run interrupted (Ctrl-C): stopped, keeping what was stored"
-                    )
-                await self._finish(fabric, clock, simulation, actors)
-                if self._runs("billing") and not self.interrupted:
-                    self.billing = await self._bill(fabric, simulation, actors, self._cis(simulation))
-                metrics = self._metrics(fabric, simulation, actors)
-                await self._stop_actors(fabric, actors)
+                    try:
+                        await self._simulate(fabric, clock, simulation, actors, ca)
+                    except asyncio.CancelledError:
+                        self.interrupted = True
+                        self._alarm(
+                            clock(), "warning", "runner", "run interrupted (Ctrl-C): stopped, keeping what was stored"
+                        )
+                    await self._finish(fabric, clock, simulation, actors)
+                    if self._runs("billing") and not self.interrupted:
+                        self.billing = await self._bill(fabric, simulation, actors, self._cis(simulation))
+                    metrics = self._metrics(fabric, simulation, actors)
+                finally:  # a system holding a server (the LMS's VTN) stops on errors too
+                    await self._stop_actors(fabric, actors)
         finally:
             store.close()
             audit.close()
@@ -346,9 +351,16 @@ class Runner:
             simulation=simulation, headend=headend, mdms=mdms, network=network, issue=issue, alarm=self._alarm,
             log=self._log,
         )  # fmt: skip
-        for plugin in self.plugins:
-            with self.walls.timing(plugin.key):
-                await plugin.start(self.context)
+        started: list[SystemPlugin] = []
+        try:
+            for plugin in self.plugins:
+                with self.walls.timing(plugin.key):
+                    await plugin.start(self.context)
+                started.append(plugin)
+        except BaseException:
+            for plugin in started:
+                await plugin.stop(self.context)
+            raise
         return actors
 
     async def _stop_actors(self, fabric: Fabric, actors: _Actors) -> None:
@@ -585,8 +597,11 @@ class Runner:
                 parts.append(_usage_table(answer.body))
             usage = pa.concat_tables(parts) if parts else READS_SCHEMA.empty_table()
             prices = _price_proxy(simulation)
+            dr = next((p for p in self.plugins if isinstance(p, DemandResponsePlugin)), None)
+            credits = dr.dr_credits() if dr is not None else None
+            critical = dr.critical_peak_accounts() if dr is not None else []
             return [
-                run_billing(cis, TableReads(usage), cycle=cycle, prices=prices, min_coverage=0.95)
+                _bill_cycle(cis, TableReads(usage), cycle, prices=prices, dr_credits=credits, critical_peak=critical)
                 for cycle in BillingCycle.covering(start, end, timezone=cis.timezone)
             ]
 
@@ -664,6 +679,35 @@ def plan_faults(
                                    replica=replica, permanent=permanent, repair_after_s=repair)
                 )  # fmt: skip
     return faults
+
+
+def _bill_cycle(
+    cis: Cis, reads: TableReads, cycle: BillingCycle, *, prices: PriceSeries, dr_credits: pa.Table | None,
+    critical_peak: list[tuple[list[str], list[CriticalPeakEvent]]],
+) -> BillingRun:  # fmt: skip
+    """One cycle's bills, with the DR credits; the accounts in critical-peak events are rated with their windows."""
+    if not critical_peak:
+        return run_billing(cis, reads, cycle=cycle, prices=prices, min_coverage=0.95, dr_credits=dr_credits)
+    grouped = {a for accounts, _ in critical_peak for a in accounts}
+    everyone = pc.unique(cis.service_windows(start=cycle.start_at, end=cycle.end_at)["account_id"]).to_pylist()
+    groups = [(a, e) for a, e in critical_peak if a] + [([a for a in everyone if a not in grouped], [])]
+    runs = [
+        run_billing(cis, reads, cycle=cycle, prices=prices, min_coverage=0.95, dr_credits=dr_credits,
+                    account_ids=accounts, events=events)
+        for accounts, events in groups if accounts
+    ]  # fmt: skip
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    seconds: defaultdict[str, float] = defaultdict(float)
+    for run in runs:
+        for part, spent in run.seconds.items():
+            seconds[part] += spent
+    return BillingRun(
+        run_id=first.run_id, cycle=first.cycle, bills=pa.concat_tables([r.bills for r in runs]),
+        lines=pa.concat_tables([r.lines for r in runs]), unbilled_wh=sum(r.unbilled_wh for r in runs),
+        reads_used=sum(r.reads_used for r in runs), seconds=dict(seconds),
+    )  # fmt: skip
 
 
 def _usage_table(body: dict[str, Any]) -> pa.Table:
