@@ -76,22 +76,9 @@ def site(tmp_path: Path) -> Site:
     return Site(tmp_path, ca, vtn_files)
 
 
-def conformant_signing(monkeypatch: pytest.MonkeyPatch, files: TlsFiles) -> None:
-    """Have the running VTN sign with gridloom's profile signer (:func:`message_factory`).
-
-    openleadr's signer departs from the profile (inclusive c14n, a ``Target`` naming nothing);
-    ``Vtn.start`` does not yet install gridloom's signer (vtn.py belongs to another change), so
-    the tests do it here; ``test_the_vtn_signs_per_the_profile_by_itself`` shows what is missing.
-    """
-    from openleadr.service import VTNService
-
-    monkeypatch.setattr(VTNService, "_create_message", message_factory(files))
-
-
 @pytest.fixture
-async def vtn(site: Site, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Vtn]:
+async def vtn(site: Site) -> AsyncIterator[Vtn]:
     async with Vtn("LMS-1", tls=site.vtn_files, check=CertificateCheck.of(site.ca), poll_interval=POLL) as server:
-        conformant_signing(monkeypatch, site.vtn_files)
         yield server
 
 
@@ -233,20 +220,6 @@ async def test_a_spec_ven_with_a_foreign_or_revoked_certificate_cannot_connect(s
     with pytest.raises(SpecRefused, match="403"):
         await stranger.register()
     await stranger.close()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="Vtn.start keeps openleadr's signer (inclusive c14n, SignatureProperty Target '#mytarget'); "
-    "it needs VTNService._create_message = message_factory(self.tls) after creating the OpenADRServer",
-)
-async def test_the_vtn_signs_per_the_profile_by_itself(site: Site):
-    async with Vtn("LMS-1", tls=site.vtn_files, check=CertificateCheck.of(site.ca), poll_interval=POLL) as vtn:
-        ven = site.spec_ven(vtn, "ems-plain")
-        try:
-            await ven.register()
-        finally:
-            await ven.close()
 
 
 async def test_a_revoked_spec_ven_fails_the_tls_handshake_once_the_vtn_has_the_crl(site: Site):

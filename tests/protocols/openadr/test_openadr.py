@@ -24,6 +24,7 @@ from gridloom.protocols.openadr import (
     client_context,
     openadr_fingerprint,
 )
+from gridloom.protocols.openadr.security import create_message
 
 pytestmark = pytest.mark.anyio
 POLL = dt.timedelta(seconds=1)
@@ -222,8 +223,6 @@ def test_a_vtn_without_tls_refuses_to_exist(pki: Pki):
 
 
 def test_the_guard_refuses_a_replay_of_a_vtn_message(pki: Pki):
-    from openleadr.messaging import create_message
-
     cert, key = pki.vtn.cert.read_bytes(), pki.vtn.key.read_bytes()
     msg = create_message(
         "oadrResponse",
@@ -243,3 +242,15 @@ def test_the_guard_refuses_a_replay_of_a_vtn_message(pki: Pki):
     with pytest.raises(OpenAdrRefused) as stale:
         later.verify(msg.encode(), expected_fingerprint=None)
     assert stale.value.reason == "stale"
+
+
+def test_a_message_signed_with_inclusive_c14n_is_refused(pki: Pki):
+    """openleadr's own signer canonicalises inclusively; the 2.0b profile asks for exclusive c14n."""
+    from openleadr.messaging import create_message as openleadr_message
+
+    cert, key = pki.vtn.cert.read_bytes(), pki.vtn.key.read_bytes()
+    body = {"response_code": 200, "response_description": "OK", "request_id": "r1"}
+    msg = openleadr_message("oadrResponse", cert=cert, key=key, response=body, ven_id="v1")
+    with pytest.raises(OpenAdrRefused) as refused:
+        MessageGuard(pki.check).verify(msg.encode(), expected_fingerprint=vtn_fingerprint(pki))
+    assert refused.value.reason == "profile"

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from openleadr.messaging import create_message, parse_message
+from openleadr.messaging import parse_message
 
 from gridloom.errors import DrInputError
 from gridloom.protocols.openadr import DrEvent, OptType, Signal, SignalName, Targets, TlsFiles, Vtn, client_context
+from gridloom.protocols.openadr.security import create_message
 from tests.protocols.openadr.test_openadr import POLL, Pki, level_event, started_ven, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from openleadr.messaging import create_message
 
 from gridloom.errors import DrInputError, OpenAdrError
 from gridloom.protocols.openadr import (
@@ -24,6 +23,7 @@ from gridloom.protocols.openadr import (
     client_context,
 )
 from gridloom.protocols.openadr.reports import create_signed, status_placeholder, status_replacements
+from gridloom.protocols.openadr.security import create_message
 from tests.protocols.openadr.test_openadr import POLL, Pki, vtn_fingerprint, wait_until
 
 pytestmark = pytest.mark.anyio

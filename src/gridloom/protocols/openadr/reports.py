@@ -27,6 +27,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from gridloom.errors import DrInputError
+from gridloom.protocols.openadr.security import sign_payload
 
 STATUS_PLACEHOLDER = "GLSTATUS"  # stands in a payloadFloat until the status payload replaces it
 
@@ -192,16 +193,12 @@ def create_signed(
 ) -> str:
     """An OpenADR message from openleadr's template, with ``replace`` applied to the signed object, then signed.
 
-    The same steps as ``openleadr.messaging.create_message`` (preflight, render, flatten, sign the
-    ``oadrSignedObject`` with a ``ReplayProtect`` property, wrap in ``oadrPayload``), with the one
-    hook openleadr lacks: editing the object between rendering and signing.
+    The steps of :func:`~.security.create_message` (preflight, render, flatten, sign per the 2.0b
+    profile) with the one hook openleadr lacks: editing the object between rendering and signing.
     """
-    from lxml import etree
     from openleadr import utils
-    from openleadr.messaging import TEMPLATES, get_signature_algorithm_from_private_key
+    from openleadr.messaging import TEMPLATES
     from openleadr.preflight import preflight_message
-    from signxml.algorithms import SignatureConstructionMethod, SignatureMethod
-    from signxml.signer import XMLSigner
 
     ready = preflight_message(message_type, dict(payload))
     signed_object = utils.flatten_xml(TEMPLATES.get_template(f"{message_type}.xml").render(**ready))
@@ -209,37 +206,7 @@ def create_signed(
         if old not in signed_object:
             raise DrInputError(f"{message_type}: nothing to replace for {old!r}")
         signed_object = signed_object.replace(old, new)
-    signer = XMLSigner(
-        method=SignatureConstructionMethod.detached, c14n_algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
-    )
-    signer.namespaces["oadr"] = "http://openadr.org/oadr-2.0b/2012/07"
-    algorithm = get_signature_algorithm_from_private_key(key)
-    signer.sign_alg = SignatureMethod.from_fragment(algorithm)  # type: ignore[no-untyped-call]
-    signature = signer.sign(
-        etree.fromstring(signed_object),
-        key=key,
-        cert=cert.decode(),
-        reference_uri="#oadrSignedObject",
-        signature_properties=_replay_protect(),
-    )
-    envelope = TEMPLATES.get_template("oadrPayload.xml")
-    return str(
-        envelope.render(
-            template=message_type, signature=etree.tostring(signature).decode(), signed_object=signed_object
-        )
-    )
-
-
-def _replay_protect() -> Any:  # noqa: ANN401 - an lxml element
-    from lxml import etree
-
-    ns = "http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties"
-    element = etree.Element(f"{{{ns}}}ReplayProtect", nsmap={"dsp": ns}, attrib={"Id": "replayProtect"})
-    stamp = etree.SubElement(element, f"{{{ns}}}timestamp")
-    stamp.text = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    nonce = etree.SubElement(element, f"{{{ns}}}nonce")
-    nonce.text = uuid.uuid4().hex
-    return element
+    return sign_payload(signed_object.encode(), key_pem=key, cert_pem=cert).decode()
 
 
 def status_placeholder(index: int) -> str:

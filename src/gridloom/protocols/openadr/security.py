@@ -14,11 +14,13 @@ and a nonce). gridloom requires all of it, on both sides, and checks it itself:
    messages are refused: openleadr's own check of that is an ``assert``);
 4. the signing certificate is the TLS peer's (VTN side) or the VTN's known one (VEN side), and
    is itself issued by our CA and not revoked;
-5. the signature verifies (signxml), and it covers the one ``oadrSignedObject`` the receiver reads
-   (no signature wrapping);
-6. the ``ReplayProtect`` timestamp lies within ``window_s`` of the injected clock and its nonce
-   was not seen before (:class:`NonceCache`, per receiver — openleadr's cache is a module global
-   with a fixed 5-second window).
+5. the signature is canonicalised with exclusive c14n (the profile's; openleadr's inclusive
+   signatures are refused), verifies (signxml), and covers the one ``oadrSignedObject`` the
+   receiver reads (no signature wrapping);
+6. the ``ReplayProtect`` property the signature covers (one elsewhere is not read): its timestamp
+   lies within ``window_s`` of the injected clock and its nonce was not seen before
+   (:class:`NonceCache`, per receiver — openleadr's cache is a module global with a fixed
+   5-second window).
 
 Certificates follow the OpenADR 2.0 certificate profile (ECC P-256, ECDSA with SHA-256): gridloom's
 keystore holds an OpenADR root and an issuing CA (:class:`~gridloom.fabric.identity.TlsAuthority`);
@@ -28,7 +30,8 @@ gridloom signs what it sends as the 2.0b XMLDSig profile says (:func:`sign_paylo
 :func:`create_message`): a detached ``ds:Signature`` before ``oadrSignedObject`` in
 ``oadrPayload``, exclusive canonicalisation, SHA-256 digests, ``ecdsa-sha256`` with the TLS key,
 and the ``dsp:ReplayProtect`` property in a ``ds:SignatureProperty`` whose ``Target`` names the
-signature. (openleadr's own signer uses inclusive c14n and a ``Target`` that names nothing.)
+signature. (openleadr's own signer uses inclusive c14n and a ``Target`` that names nothing: the VTN's
+and the VEN's openleadr objects are given :func:`message_factory` instead.)
 
 Fingerprints in OpenADR are the last 10 bytes of the SHA-256 of the certificate's DER, as
 colon-separated hex (:func:`openadr_fingerprint`); a VTN knows each VEN's fingerprint out of
@@ -327,6 +330,13 @@ class MessageGuard:
             raise OpenAdrRefused(
                 "unsigned message: gridloom requires XML signatures", code=FORBIDDEN, reason="unsigned"
             )
+        method = signature.find(f"{{{DSIG_NS}}}SignedInfo/{{{DSIG_NS}}}CanonicalizationMethod")
+        if method is None or method.get("Algorithm") != EXCLUSIVE_C14N:
+            raise OpenAdrRefused(
+                "the signature is not canonicalised with exclusive c14n, as the OpenADR 2.0b profile requires",
+                code=FORBIDDEN,
+                reason="profile",
+            )
         certificate = _certificate(cert_text)
         self.check.check(certificate)
         if expected_fingerprint is not None and openadr_fingerprint(certificate) != expected_fingerprint:
@@ -346,12 +356,25 @@ class MessageGuard:
         signed = [e for e in tree.iter() if any(e.get(a) == "oadrSignedObject" for a in ids)]
         if len(signed) != 1 or signed[0] is not tree.find(f"{{{OADR_NS}}}oadrSignedObject"):
             raise OpenAdrRefused("the signature does not cover the message read", code=FORBIDDEN, reason="signature")
-        self._replay(tree)
+        self._replay(signature)
         return certificate
 
-    def _replay(self, tree: etree._Element) -> None:
-        stamp = tree.findtext(f".//{{{DSP_NS}}}timestamp")
-        nonce = tree.findtext(f".//{{{DSP_NS}}}nonce")
+    def _replay(self, signature: etree._Element) -> None:
+        """The ReplayProtect property the signature covers (one placed elsewhere in the message is not read)."""
+        referenced = {
+            str(r.get("URI", "")).removeprefix("#")
+            for r in signature.iterfind(f"{{{DSIG_NS}}}SignedInfo/{{{DSIG_NS}}}Reference")
+        }
+        replay = next(
+            (
+                p
+                for p in signature.iter(f"{{{DSP_NS}}}ReplayProtect")
+                if any(a.get("Id") in referenced for a in (p, *p.iterancestors()))
+            ),
+            None,
+        )
+        stamp = replay.findtext(f"{{{DSP_NS}}}timestamp") if replay is not None else None
+        nonce = replay.findtext(f"{{{DSP_NS}}}nonce") if replay is not None else None
         if not stamp or not nonce:
             raise OpenAdrRefused(
                 "the signature has no ReplayProtect timestamp and nonce", code=FORBIDDEN, reason="replay"

@@ -50,7 +50,14 @@ from gridloom.protocols.openadr.reports import (
     status_placeholder,
     status_replacements,
 )
-from gridloom.protocols.openadr.security import DSP_NS, CertificateCheck, MessageGuard, TlsFiles, client_context
+from gridloom.protocols.openadr.security import (
+    DSP_NS,
+    CertificateCheck,
+    MessageGuard,
+    TlsFiles,
+    client_context,
+    message_factory,
+)
 
 log = logging.getLogger(__name__)
 Decide = Callable[[ReceivedEvent], bool | Awaitable[bool]]  # True: opt in
@@ -189,7 +196,7 @@ class Ven:
         self._status = status
         self._history = history
         self._history_interval = history_interval
-        self._signing = (tls.cert.read_bytes(), tls.key.read_bytes())
+        self._signing = ((tls.chain or tls.cert).read_bytes(), tls.key.read_bytes())
         with contextlib.redirect_stdout(io.StringIO()):
             client = _client_class()(
                 ven_name=instance,
@@ -199,6 +206,7 @@ class Ven:
                 ca_file=str(tls.ca),
                 show_fingerprint=False,
             )
+        client._create_message = message_factory(tls)  # sign per the 2.0b profile, not openleadr's way
         client.gl_guard = MessageGuard(check, clock=clock, window_s=window_s)
         client.gl_tls = None if insecure and vtn_url.startswith("http:") else tls
         client.gl_vtn_fingerprint = vtn_fingerprint

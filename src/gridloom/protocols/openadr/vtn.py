@@ -65,6 +65,7 @@ from gridloom.protocols.openadr.security import (
     CertificateCheck,
     MessageGuard,
     TlsFiles,
+    message_factory,
     openadr_fingerprint,
     server_context,
 )
@@ -224,6 +225,7 @@ class Vtn:
     async def start(self) -> str:
         """Serve on ``host:port`` (port 0: any free port); returns the VTN's URL."""
         from openleadr import OpenADRServer
+        from openleadr.service import VTNService
 
         if _running:
             raise OpenAdrConfigError(f"VTN {_running[0].vtn_id} already runs in this process (openleadr allows one)")
@@ -248,6 +250,8 @@ class Vtn:
             )
         if self.tls is not None:
             server.ssl_context = server_context(self.tls)
+            # openleadr's signer uses inclusive c14n and a ReplayProtect aimed at no element: sign per the profile
+            VTNService._create_message = message_factory(self.tls)
         server.app.middlewares.append(self._middleware)
         server.app.router.add_post(f"{PATH_PREFIX}/EiOpt", self._ei_opt)  # openleadr serves no EiOpt
         server.add_handler("on_create_party_registration", self._register)
