@@ -13,9 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gridloom.fabric import MemoryTransport
-from gridloom.scenario.runner import RunOptions, RunResult, run_scenario
+from gridloom.fabric import CertificateAuthority, MemoryTransport
+from gridloom.protocols.openadr import CertificateCheck, Vtn
+from gridloom.scenario.demand import DemandResponsePlugin
+from gridloom.scenario.runner import Runner, RunOptions, RunResult, run_scenario
 from gridloom.scenario.spec import load_scenario
+from gridloom.systems.lms.service import Lms
 
 SYSTEMS = "systems: [ami_headend, mdms, cis, lms]\nprograms: {demand_response_share: 0.5}\n"
 AFTERNOON = "grid: {customers: 600}\ntime: {start: 2026-07-01T12:00:00Z, days: 0.375}\n" + SYSTEMS  # 12:00-21:00
@@ -152,3 +155,142 @@ def test_an_enrolment_larger_than_a_message_goes_in_pages(tmp_path: Path, monkey
     assert dr["enrolment_messages"] == -(-dr["enrolled"] // 10)
     assert dr["lms"]["enrolment_pages"] == dr["enrolment_messages"]
     assert dr["lms"]["enrolled"] == dr["enrolled"]  # replaced once, when the last page was in
+
+
+# --------------------------------------------------------------------------- a whole day with OpenADR and billing
+DAY = (
+    "name: dr-day\ngrid: {customers: 600}\ntime: {start: 2026-07-01T00:00:00Z, days: 1}\n"
+    "systems: [ami_headend, mdms, cis, billing, lms]\n"
+    "programs: {demand_response_share: 0.5, reliability_share: 0.15}\n"
+    "timeline:\n"
+    '  - {at: "15:00", kind: demand_response, program: cpp, duration: 1h}\n'
+    '  - {at: "17:00", kind: demand_response, program: dlc, duration: 1h}\n'
+    '  - {at: "19:00", kind: demand_response, program: reliability, duration: 1h}\n'
+)
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Runner, RunResult]:
+    runner = Runner(load_scenario(DAY), RunOptions(out=tmp_path_factory.mktemp("dr-day") / "run"))
+    return runner, asyncio.run(runner.run())
+
+
+def events_of(result: RunResult) -> dict[str, dict[str, Any]]:
+    return {e["program"]: e for e in result.metrics["demand_response"]["events"]}
+
+
+def lms_of(runner: Runner) -> Lms:
+    (plugin,) = [p for p in runner.plugins if isinstance(p, DemandResponsePlugin)]
+    assert plugin.lms is not None
+    return plugin.lms
+
+
+def test_openadr_events_reach_exactly_the_targeted_vens_over_tls(day: tuple[Runner, RunResult]) -> None:
+    _, result = day
+    dr = result.metrics["demand_response"]
+    assert dr["programs"]["cpp"] > 0
+    assert dr["programs"]["reliability"] > 0
+    adr = dr["openadr"]
+    assert adr["vtn"].startswith("https://127.0.0.1:")
+    assert adr["vens_enrolled"] == dr["programs"]["cpp"] + dr["programs"]["reliability"]
+    assert adr["refused"] == {}
+    for program in ("cpp", "reliability"):
+        event = events_of(result)[program]
+        (event_id,) = event["lms_events"]
+        vens = event["openadr"][event_id]
+        assert vens["vens_started"] == dr["programs"][program]  # the program's VENs come online for the event
+        assert vens["vens_registered"] == vens["vens_started"]
+        assert vens["vens_targeted"] == event["lms_events"][event_id] > 0  # the customers the LMS chose
+        assert vens["vens_received"] == vens["vens_targeted"]
+        assert vens["vens_opted_in"] + vens["vens_opted_out"] == vens["vens_targeted"]
+        assert vens["vens_opted_in"] > vens["vens_opted_out"]  # opt-out rates of about 10 %
+        assert vens["vens_unanswered"] == 0
+        assert vens["vtn_refused"] == 0
+        assert 0 < vens["received_p95_s"] < 5  # the VENs poll every second
+        assert vens["received_p50_s"] <= vens["replied_p50_s"]
+        assert event["meters_commanded"] == 0  # nothing through the head-end
+    assert events_of(result)["dlc"]["openadr"] is None
+
+
+def test_the_opted_in_sites_act_on_the_signal_they_received(day: tuple[Runner, RunResult]) -> None:
+    _, result = day
+    for program in ("cpp", "reliability"):
+        event = events_of(result)[program]
+        at = [dt.datetime.fromisoformat(t) for t in event["at"]]
+        start = dt.datetime.fromisoformat(event["start"])
+        baseline, actual = np.array(event["baseline_kw"]), np.array(event["actual_kw"])
+        before = np.array([t < start for t in at])
+        assert actual[before] == pytest.approx(baseline[before])  # nothing changes before the window
+        assert all(s > 0 for s in event["shed_kw"])  # the price / the level makes them shed in every interval
+        assert event["rebound_kwh"] > 0
+
+
+def test_the_dms_asks_over_dgm16_and_receives_the_compliance(day: tuple[Runner, RunResult]) -> None:
+    _, result = day
+    delivered = {row["interface"]: row["delivered"] for row in result.metrics["interfaces"]}
+    assert delivered["DGM-16"] == 6  # three requirements and three answers
+    assert delivered["AMI-7"] == 3  # one compliance report per settled event
+    for program, event in events_of(result).items():
+        settled = event["settlement"]
+        assert isinstance(settled, dict), settled
+        assert settled["method"] == "control-group"  # one day: no history for 10-in-10
+        assert settled["complete"] == settled["meters"] > 0
+        (compliance,) = event["compliance_received_by_dms"]
+        assert compliance["participants"] == settled["meters"]
+        assert compliance["delivered_kw"] == pytest.approx(settled["reduction_w"] / 1000, abs=0.051)
+        opted_out = 0 if program == "dlc" else next(iter(event["openadr"].values()))["vens_opted_out"]
+        assert compliance["opted_out"] == opted_out
+
+
+def test_the_bills_carry_the_settled_credits(day: tuple[Runner, RunResult]) -> None:
+    runner, result = day
+    lms = lms_of(runner)
+    (billing,) = runner.billing
+    lines = billing.lines.to_pylist()
+    credits = [line for line in lines if line["kind"] == "dr_credit"]
+    assert credits
+    assert all(line["label"].startswith("Demand response credit") for line in credits)
+    for program, event in events_of(result).items():
+        (event_id,) = event["lms_events"]
+        mine = [line for line in credits if line["bucket"].endswith(event_id) or event_id in line["label"]]
+        enrolled = set(lms.enrolment.account_id[lms.events[event_id].rows].tolist())
+        assert {line["account_id"] for line in mine} <= enrolled
+        total = -sum(line["amount_cents"] for line in mine) / 100
+        if program == "cpp":  # CPP pays through the tariff's critical-peak rate, not credits
+            assert mine == []
+            continue
+        assert len(mine) == event["settlement"]["accounts_credited"] > 0
+        assert total == pytest.approx(event["settlement"]["credits"], abs=0.01 * len(mine))
+        if program == "reliability":  # customers who opted out are not paid
+            assert len(mine) <= next(iter(event["openadr"].values()))["vens_opted_in"]
+
+
+def test_cpp_customers_pay_the_critical_peak_rate_during_their_event(day: tuple[Runner, RunResult]) -> None:
+    runner, result = day
+    lms = lms_of(runner)
+    (billing,) = runner.billing
+    (event_id,) = events_of(result)["cpp"]["lms_events"]
+    targeted = set(lms.enrolment.account_id[lms.events[event_id].rows].tolist())
+    critical = [line for line in billing.lines.to_pylist() if line["bucket"] == "critical_peak"]
+    assert {line["account_id"] for line in critical} == targeted
+    start = dt.datetime(2026, 7, 1, 15, tzinfo=dt.UTC)
+    for line in critical:  # the event's hour at the tariff's critical rate (a PV owner may import nothing then)
+        assert (line["interval_from"], line["interval_to"]) == (start, start + dt.timedelta(hours=1))
+        assert line["rate"] == pytest.approx(1.2)
+        assert line["quantity"] >= 0
+    assert sum(line["quantity"] for line in critical) > 0
+    assert billing.bills.num_rows == 600  # every account billed once
+
+
+def test_the_vtn_is_stopped_after_the_run(day: tuple[Runner, RunResult]) -> None:
+    """openleadr allows one VTN per process: the run's must be gone, so another can start."""
+    _, result = day
+    ca = CertificateAuthority.load(result.out / "pki")
+
+    async def start_and_stop() -> str:
+        vtn = Vtn("LMS-T", tls=None, check=CertificateCheck.of(ca), insecure=True)
+        url = await vtn.start()
+        await vtn.stop()
+        return url
+
+    assert asyncio.run(start_and_stop()).startswith("http://127.0.0.1:")

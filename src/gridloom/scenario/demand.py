@@ -524,12 +524,18 @@ class DemandResponsePlugin:
             reports = await lms.report(event.requirement_id, perf, credits)
             await ctx.fabric.transport.drain()
             credit = pc.sum(pc.multiply(credits["reduction_wh"], credits["credit_per_kwh"])).as_py() or 0.0
+            paid = int(
+                pc.sum(
+                    pc.and_(pc.greater(credits["reduction_wh"], 0), pc.greater(credits["credit_per_kwh"], 0))
+                ).as_py()
+                or 0
+            )
             summary: dict[str, Any] = reports[0].as_dict() if len(reports) == 1 else {
                 "events": [r.as_dict() for r in reports], "method": rule.method.value,
                 "reduction_wh": round(sum(r.reduction_wh for r in reports), 1),
             }  # fmt: skip
             event.settlement = {
-                **summary, "control_meters": len(control), "accounts_credited": credits.num_rows,
+                **summary, "control_meters": len(control), "accounts_credited": paid,
                 "credits": round(float(credit) / 1000, 2),
             }  # fmt: skip
 
