@@ -362,18 +362,20 @@ def test_a_demand_response_event_reads_with_its_defaults() -> None:
     assert load_scenario(s.to_yaml()) == s
 
 
-def test_the_bundled_demand_response_scenario_sheds_the_evening_peak(rural) -> None:
+def test_the_bundled_demand_response_scenario_runs_each_program(rural) -> None:
     s = load_bundled("demand_response")
     assert "demand_response" in bundled_scenarios()
     assert (s.grid.customers, s.time.days, s.programs.demand_response_share) == (3000, 1, 0.3)
+    assert (s.programs.reliability_share, s.programs.baseline) == (0.1, "auto")
     assert "lms" in s.systems
-    ((at, event),) = s.schedule()
-    assert isinstance(event, DemandResponseEvent)
-    assert (at, at + dt.timedelta(seconds=event.duration)) == (
-        DAY1 + dt.timedelta(hours=17),
-        DAY1 + dt.timedelta(hours=19),
-    )
-    assert event.program == "dlc"
+    assert "billing" in s.systems  # the credits and the critical-peak charges reach the bills
+    events = [(at, e) for at, e in s.schedule() if isinstance(e, DemandResponseEvent)]
+    windows = [(e.program, at, at + dt.timedelta(seconds=e.duration)) for at, e in events]
+    assert windows == [
+        ("cpp", DAY1 + dt.timedelta(hours=15), DAY1 + dt.timedelta(hours=17)),
+        ("dlc", DAY1 + dt.timedelta(hours=17), DAY1 + dt.timedelta(hours=19)),
+        ("reliability", DAY1 + dt.timedelta(hours=19), DAY1 + dt.timedelta(hours=20)),
+    ]
     assert load_scenario(s.to_yaml()) == s
     check_devices(s, district=rural[0], connectivity=rural[1])
 
