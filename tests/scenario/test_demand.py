@@ -294,3 +294,37 @@ def test_the_vtn_is_stopped_after_the_run(day: tuple[Runner, RunResult]) -> None
         return url
 
     assert asyncio.run(start_and_stop()).startswith("http://127.0.0.1:")
+
+
+def test_ctrl_c_while_the_vens_answer_stops_the_vtn_and_keeps_the_run(tmp_path: Path) -> None:
+    text = (
+        "grid: {customers: 300}\ntime: {start: 2026-07-01T14:00:00Z, days: 0.125}\n"
+        "systems: [ami_headend, mdms, cis, lms]\nprograms: {demand_response_share: 0.5, reliability_share: 0.5}\n"
+        'timeline:\n  - {at: "15:00", kind: demand_response, program: reliability, duration: 1h}\n'
+    )
+
+    async def interrupted() -> RunResult:
+        runner = Runner(load_scenario(text), RunOptions(out=tmp_path / "run"))
+        task = asyncio.create_task(runner.run())
+
+        def registering() -> bool:
+            legs = [p.openadr for p in runner.plugins if isinstance(p, DemandResponsePlugin)]
+            return any(leg is not None and leg.vtn is not None and leg.vtn.stats.registrations > 0 for leg in legs)
+
+        while not registering():
+            await asyncio.sleep(0.02)
+        task.cancel()  # what Ctrl-C does to the run
+        return await task
+
+    result = asyncio.run(interrupted())
+    assert result.interrupted
+    assert result.metrics["status"] == "interrupted"
+    assert (tmp_path / "run" / "metrics.json").exists()
+    ca = CertificateAuthority.load(tmp_path / "run" / "pki")
+
+    async def another_vtn() -> None:  # openleadr allows one per process: the run's is gone
+        vtn = Vtn("LMS-T", tls=None, check=CertificateCheck.of(ca), insecure=True)
+        await vtn.start()
+        await vtn.stop()
+
+    asyncio.run(another_vtn())

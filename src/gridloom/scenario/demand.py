@@ -300,8 +300,7 @@ class DemandResponsePlugin:
         who = ", ".join(f"{c} in {p}" for p, c in counts.items() if c)
         who = f"{n} of {enrolled.eligible} residential LV customers enrolled ({who or 'none'})"
         ctx.log(start, "demand_response", f"{who}; the LMS has {lms.stats.enrolled}")
-        await self._dispatch_due(ctx)  # events notified when the run starts act from its first step
-        await ctx.fabric.transport.drain()
+        # events notified when the run starts: the runner ticks the plug-in before the first step (due_at)
 
     async def _send_enrolment(self, ctx: RunContext, body: Enrolments, fingerprints: list[str]) -> None:
         """The CIS's enrolment to the LMS (DGM-22): in pages of at most what one message of the bus carries."""

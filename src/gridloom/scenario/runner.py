@@ -381,6 +381,7 @@ class Runner:
             if isinstance(event, MeterFirmwareEvent | AttackDrillEvent)
         ]
         done_faults = False
+        await self._advance(fabric, clock, actors, clock())  # what the systems want done when the run starts
         steps = simulation.steps()
         total = simulation.total_steps
         step_no = 0
