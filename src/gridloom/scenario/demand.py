@@ -89,10 +89,10 @@ from gridloom.grid.model import LV_VOLT_LEVEL
 from gridloom.grid.profiles import STEP_S, load_table, profile_step
 from gridloom.grid.simulate import Simulation, StepResult
 from gridloom.protocols.openadr import SignalName, Vtn
+from gridloom.scenario.demand_records import DrRecords
 from gridloom.scenario.demand_vens import OPENADR_PROGRAMS, OpenAdrLeg, VenOutcome, ven_id
 from gridloom.scenario.plugin import RunContext
 from gridloom.scenario.spec import DemandResponseEvent
-from gridloom.systems.billing import DR_CREDITS_SCHEMA
 from gridloom.systems.billing.cycle import CriticalPeakEvent
 from gridloom.systems.cis.build import cis_for_territory
 from gridloom.systems.cis.model import Cis, CustomerClass
@@ -220,7 +220,7 @@ class DemandResponsePlugin:
         self.signals: list[_Signal] = []
         self.answers: dict[str, RequirementResponse] = {}  # the LMS's answers to the DMS (DGM-16), by requirement
         self.compliance: dict[str, Compliance] = {}  # the LMS's AMI-7 reports the DMS received, by event id
-        self.records: dict[tuple[str, str], dict[str, Any]] = {}  # the CIS's DGM-22 records, by (event, account)
+        self.records = DrRecords()  # the CIS's DGM-22 records (billing takes its credits and CPP windows)
         self.enrolment_messages = 0
         self.timezone = "UTC"
         self._cis: Endpoint | None = None
@@ -324,12 +324,8 @@ class DemandResponsePlugin:
 
     async def _cis_inbox(self, message: Message) -> None:
         """The CIS's side of DGM-22: the LMS's records of what it asked of whom and, once settled, the credits."""
-        if message.message_type != DeclaredType.DR_EVENT_RECORDS or not isinstance(message.body, dict):
-            return
-        body = message.body
-        keys = ("start_us", "end_us", "program", "opt", "reduction_wh", "credit_per_kwh")
-        for i, (event_id, account) in enumerate(zip(body["event_id"], body["account_id"], strict=True)):
-            self.records[(str(event_id), str(account))] = {k: body[k][i] for k in keys}
+        if message.message_type == DeclaredType.DR_EVENT_RECORDS and isinstance(message.body, dict):
+            self.records.add(message.body)
 
     async def _dms_inbox(self, message: Message) -> None:
         """The DMS's side: the LMS's answer to a requirement (DGM-16) and its compliance reports (AMI-7)."""
@@ -544,46 +540,11 @@ class DemandResponsePlugin:
         enrolled = self.enrolled
         if enrolled is None:
             return None
-        meters = dict(zip(enrolled.account_ids, enrolled.meter_ids, strict=True))
-        rows = [
-            (account, event_id, r) for (event_id, account), r in self.records.items()
-            if r["reduction_wh"] > 0 and r["credit_per_kwh"] > 0
-        ]  # fmt: skip
-        if not rows:
-            return None
-
-        def at(us: int) -> dt.datetime:
-            return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(us))
-
-        return pa.table(
-            {
-                "account_id": [a for a, _, _ in rows],
-                "event_id": [e for _, e, _ in rows],
-                "start_at": [at(r["start_us"]) for _, _, r in rows],
-                "end_at": [at(r["end_us"]) for _, _, r in rows],
-                "meter_ids": [meters.get(a, "") for a, _, _ in rows],
-                "reduction_wh": [float(r["reduction_wh"]) for _, _, r in rows],
-                "credit_per_kwh": [float(r["credit_per_kwh"]) for _, _, r in rows],
-            },
-            schema=DR_CREDITS_SCHEMA,
-        )
+        return self.records.credits(dict(zip(enrolled.account_ids, enrolled.meter_ids, strict=True)))
 
     def critical_peak_accounts(self) -> list[tuple[list[str], list[CriticalPeakEvent]]]:
         """The accounts the CIS's records show in critical-peak events, grouped by the events they were in."""
-        by_account: dict[str, list[CriticalPeakEvent]] = {}
-        for (event_id, account), r in sorted(self.records.items()):
-            if r["program"] == "cpp":
-                window = CriticalPeakEvent(
-                    dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(r["start_us"])),
-                    dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(r["end_us"])),
-                    event_id,
-                )
-                by_account.setdefault(account, []).append(window)
-        groups: dict[tuple[str, ...], tuple[list[str], list[CriticalPeakEvent]]] = {}
-        for account, windows in by_account.items():
-            key = tuple(w.event_id for w in windows)
-            groups.setdefault(key, ([], windows))[0].append(account)
-        return list(groups.values())
+        return self.records.critical_peak()
 
     async def stop(self, ctx: RunContext) -> None:
         ctx.simulation.load_adjustment = None
