@@ -328,3 +328,24 @@ def test_ctrl_c_while_the_vens_answer_stops_the_vtn_and_keeps_the_run(tmp_path: 
         await vtn.stop()
 
     asyncio.run(another_vtn())
+
+
+def test_beyond_the_dlc_customers_the_lms_reaches_reliability_vens_beside_the_oms(tmp_path: Path) -> None:
+    """Asked for more than direct load control offers, the LMS adds reliability customers: their VENs come
+    online for the event. The OMS's DMS (dms-1) and the load-management DMS (dms-2) share the fabric."""
+    text = (
+        "grid: {customers: 600}\ntime: {start: 2026-07-01T12:00:00Z, days: 0.375}\n"
+        "systems: [ami_headend, mdms, cis, oms, lms]\nprograms: {demand_response_share: 0.5, reliability_share: 0.2}\n"
+        'timeline:\n  - {at: "17:00", kind: demand_response, program: reliability, duration: 1h}\n'
+        '  - {at: "18:00", kind: demand_response, program: dlc, duration: 1h, shed_kw: 1}\n'
+    )
+    result = run(text, tmp_path / "run")
+    assert result.metrics["rejections"] == {}
+    event = events_of(result)["dlc"]
+    assert set(event["lms_events"]) == {"dr-2-dlc", "dr-2-reliability"}
+    assert event["meters_confirmed"] == event["lms_events"]["dr-2-dlc"]
+    vens = event["openadr"]["dr-2-reliability"]
+    assert vens["vens_targeted"] == vens["vens_received"] == event["lms_events"]["dr-2-reliability"]
+    assert vens["vens_started"] == vens["vens_targeted"]  # only those the LMS chose, once the event existed
+    assert vens["vens_unanswered"] == 0
+    assert event["planned_kw"] >= 1.0

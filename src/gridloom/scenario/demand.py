@@ -120,6 +120,7 @@ MAX_PAGE_ROWS = 20_000  # DGM-22 enrolment rows a message at most (fewer where t
 HISTORY_DAYS = 14  # programs.baseline auto: 10-in-10 with this many days of reads before the event's day
 MARGIN = dt.timedelta(hours=3)  # the series of an event start and end this far around its window
 _H = STEP_S / 3600.0
+DLC = ProgramKind.DIRECT_LOAD_CONTROL
 
 
 def outdoor_c(at: dt.datetime) -> float:
@@ -366,14 +367,14 @@ class DemandResponsePlugin:
             return
         req = Requirement(event.requirement_id, sorted(set(enrolled.feeders)), reduce_w, to_micros(event.start),
                           to_micros(event.end), URGENCY[program])  # fmt: skip
-        if program in OPENADR_PROGRAMS and self.openadr is not None:
+        if self.openadr is not None:  # OpenADR events of the plan go to VENs (the program's online beforehand)
             lms.openadr_shift = dt.timedelta(seconds=round((dt.datetime.now(dt.UTC) - now).total_seconds()))
-            vens = [v for v, p in zip(enrolled.ven_ids, enrolled.program, strict=True) if p == program]
+            first = [v for v, p in zip(enrolled.ven_ids, enrolled.program, strict=True) if v and p == program]
 
             async def create() -> list[str]:
-                return [e for e in await self._require(ctx, req) if lms.events[e].program.program_id != "dlc"]
+                return [e for e in await self._require(ctx, req) if lms.events[e].program.kind is not DLC]
 
-            event.openadr = await self.openadr.event(vens, self._opt_in(event), create)
+            event.openadr = await self.openadr.event(first, self._opt_in(event), create)
             self._act_on(event, lms)
         else:
             await self._require(ctx, req)

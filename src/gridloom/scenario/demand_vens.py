@@ -18,7 +18,6 @@ of milliseconds of CPU per VEN in the runner's process, so scenarios keep to a f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -139,30 +138,42 @@ class OpenAdrLeg:
     ) -> dict[str, VenOutcome]:
         """Start ``ven_ids``, ``create`` the event(s) (returns their ids), wait for the answers, stop the VENs.
 
-        ``opt_in``: each VEN's EMS's decision. Returns per event id what the VENs did.
+        VENs an event targets that were not among ``ven_ids`` (the LMS may reach beyond the program the DMS's
+        urgency pointed to) start once it exists: their latencies include their registration. ``opt_in``: each
+        VEN's EMS's decision. Returns per event id what the VENs did.
         """
         vtn = self.vtn
         if vtn is None:
             raise ScenarioError("the LMS's VTN is not started")
         began = time.perf_counter()
         refused_before = sum(vtn.stats.refused.values())
-        vens = [
-            Ven(v, vtn.url, tls=self._files[v], check=self.check, vtn_fingerprint=self._vtn_fingerprint,
-                decide=_decide(opt_in.get(v, True)))
-            for v in ven_ids
-        ]  # fmt: skip
+        vens: list[Ven] = []
         registered = 0
         event_ids: list[str] = []
+
+        async def start(names: Sequence[str]) -> int:
+            new = [
+                Ven(v, vtn.url, tls=self._files[v], check=self.check, vtn_fingerprint=self._vtn_fingerprint,
+                    decide=_decide(opt_in.get(v, True)))
+                for v in names
+            ]  # fmt: skip
+            vens.extend(new)
+            ok = 0
+            for lo in range(0, len(new), REGISTER_AT_ONCE):
+                ok += sum(await asyncio.gather(*(v.start() for v in new[lo : lo + REGISTER_AT_ONCE])))
+            return ok
+
         try:
-            for lo in range(0, len(vens), REGISTER_AT_ONCE):
-                registered += sum(await asyncio.gather(*(v.start() for v in vens[lo : lo + REGISTER_AT_ONCE])))
+            registered += await start(ven_ids)
             event_ids = await create()
+            online = {v.instance for v in vens}
+            late = sorted({v for e in event_ids for v in vtn.targeted.get(e, ()) if v not in online})
+            registered += await start([v for v in late if v in self._files])
             for event_id in event_ids:
                 await vtn.wait_for_responses(event_id, share=1.0, timeout_s=ANSWER_TIMEOUT_S)
         finally:
             for ven in vens:
-                with contextlib.suppress(Exception):  # a VEN that failed to start has little to stop
-                    await ven.stop()
+                await ven.stop()
         outcomes = {}
         for event_id in event_ids:
             targeted = set(vtn.targeted.get(event_id, ()))
