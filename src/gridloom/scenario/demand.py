@@ -16,8 +16,11 @@ With ``lms`` in a scenario's systems the runner starts, beside its core actors:
   sheddable load is what the customer's flexible devices draw on average over the run (see below);
 * one **ESI gateway** identity (role ``esi``) for the enrolled customers' HAN gateways, as a
   concentrator speaks for its meters, with one :class:`~gridloom.devices.flex.FlexFleet` of all the
-  enrolled sites: air conditioner, water heater, pool pump (the territory's PV, PEVs and home batteries
-  are the simulation's own fleets, not under load control);
+  enrolled sites: air conditioner, water heater, pool pump. The territory's PV, PEVs and home batteries
+  are the simulation's own fleets and stay out of load control: the simulation steps its PEVs before it
+  asks for the load adjustment, and the event's baseline would need a twin of those fleets to count
+  their deferral once (home batteries are idle until commanded: discharging them is a new response,
+  not a shed);
 * a **customer EMS VEN** (role ``customer_ems``) per customer in an OpenADR program, with its TLS
   certificate from the run's CA; its certificate's fingerprint travels with the CIS's enrolment.
 
@@ -28,10 +31,11 @@ direct load control, reliability: reliability levels, economic: prices). *Direct
 LMS sends AMI-12c ``load_control_event`` to the head-end, which relays it on AMI-27 to the ESI; the
 ESI confirms at once and acts on its sites from the first step of the window. *OpenADR*: the VENs of
 the program's customers come online, the LMS's VTN creates the event (a critical-peak price or a
-simple level per 15-minute interval) for the VENs it chose, and the runner waits in wall time until
-they have answered; each customer's EMS opts in or out with its customer's opt-out rate (seeded), and
-from the window's first step the opted-in sites act on the signal they received (a price reaches the
-price-responsive ones; a level reaches every one).
+simple level per 15-minute interval) for the VENs it chose (VENs of another program the LMS adds
+come online once the event exists), and the runner waits in wall time until they have answered;
+each customer's EMS opts in or out with its customer's opt-out rate (seeded), and from the window's
+first step the opted-in sites act on the signal they received (a price reaches the price-responsive
+ones; a level reaches every one).
 
 **What the grid sees.** The SimBench profiles stand for what the customers draw without demand
 response, so the flexible devices are part of them. A twin fleet with the same seed steps beside
