@@ -149,6 +149,35 @@ def test_on_a_hot_event_day_the_control_group_finds_the_shed_the_capped_ten_in_t
     assert ten["reduction_wh"] < 0.7 * true_reduction  # the +20 % cap leaves most of the heat in "actual"
 
 
+def test_the_matched_control_group_compares_a_pv_home_with_pv_homes():
+    """Half the group has PV (nothing drawn 08:00-16:00 Berlin, 200 Wh a slot otherwise), half draws 100 Wh flat.
+
+    Both kinds draw 6,400 Wh before the event, so only the shape tells them apart. A PV home sheds
+    half of its 200 Wh in the event: true reduction 8 x 100 = 800 Wh. The whole group's ratio would
+    give it a baseline of 6,400 x (1,600 + 800) / 12,800 = 1,200 Wh, a reduction of 400.
+    """
+    solar, plain = [f"s000-m{i:05d}" for i in range(200, 225)], [f"s000-m{i:05d}" for i in range(300, 325)]
+
+    def pv_home(t_us: np.ndarray) -> np.ndarray:
+        hour = (t_us // 3_600_000_000) % 24
+        return np.where((hour >= 7) & (hour < 15), 0.0, 200.0)
+
+    reads_ = pa.concat_tables(
+        [
+            month_reads(solar, delivered_wh=pv_home, start=HISTORY_START),
+            month_reads(plain, delivered_wh=100.0, start=HISTORY_START),
+            month_reads([A], delivered_wh=lambda t: np.where(in_event(t), 100.0, pv_home(t)), start=HISTORY_START),
+        ]
+    )
+    event = EventWindow("e", EV_START, EV_END, (A,), tuple(solar + plain))
+    matched = one(performance(reads_, [event], rule=CONTROL_RULE), A)
+    assert matched["control_meters"] == 20
+    assert matched["baseline_wh"] == pytest.approx(1600.0)
+    assert matched["reduction_wh"] == pytest.approx(800.0)
+    whole = BaselineRule(method=BaselineMethod.CONTROL_GROUP, timezone=ZONE, control_neighbours=0)
+    assert one(performance(reads_, [event], rule=whole), A)["reduction_wh"] == pytest.approx(400.0)
+
+
 def test_control_group_needs_enough_complete_control_meters():
     r = control_reads()
     late = pc.and_(

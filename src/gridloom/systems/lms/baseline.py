@@ -1,22 +1,22 @@
 """Customer baselines and delivered reduction per event, from MDMS interval reads (the seed's 4.4.2.6).
 
-A baseline is what a customer would have used during an event had there been none. Two common
-methods, computed for every participating meter at once (numpy over a meters x days x slots array):
+A baseline is what a customer would have used during an event had there been none. Three common
+methods, computed for every participating meter at once (numpy over meters x days x slots arrays):
 
 * **10-in-10** — the average, slot by slot, of the 10 most recent *eligible* days before the event
   (same kind of day — weekday or weekend —, not a holiday, not an event day, every needed interval
   read), within ``lookback_days``;
 * **high 5 of 10** — of those 10 days, the 5 with the highest energy in the event window;
-* **control group** — a comparison group's load on the event day itself: the mean, slot by slot,
-  of non-participating meters (:attr:`EventWindow.control_meter_ids`, e.g. the same class of customer
-  on the same feeders), scaled to each participant by the ratio of its energy to the group's on the
-  event day from local midnight until ``adjustment_gap_hours`` before the event (uncapped: the ratio
-  *is* the matching; the whole morning rather than 3 hours, as one home's few hours are noisy —
-  ``benchmarks/baselines.py`` measured it). It needs no history, so
-  an event can be settled on the day it happened, and as the group lives through the same weather
-  and the same day, the day-to-day noise that swamps small sheds under 10-in-10 cancels out in
-  the aggregate (NAESB's "Baseline Type-II" family; evaluations of residential direct load
-  control use it).
+* **matched control group** — non-participating meters on the event day itself
+  (:attr:`EventWindow.control_meter_ids`, e.g. the same class of customer on the same feeders): for
+  each participant the ``control_neighbours`` meters whose load shape on the event day, from local
+  midnight until ``adjustment_gap_hours`` before the event, is nearest to its own (hourly shares of
+  that morning's energy: it tells a PV roof, a night-storage heater or an evening household apart),
+  and its baseline is its own morning energy times their event-window-to-morning ratio. It needs no
+  history, so an event is settled on the day it happened, and as the group lives through the same
+  weather and the same day, the day-to-day swings that swamp small sheds under 10-in-10 cancel out
+  (NAESB's "Baseline Type-II" family; evaluations of residential direct load control use it).
+  ``benchmarks/baselines.py`` measures each method's settled total against a known shed.
 
 10-in-10 and high 5 of 10 may be *adjusted on the same day*: the ratio of the event day's actual energy to the
 baseline's in the ``adjustment_hours`` ending ``adjustment_gap_hours`` before the event starts,
@@ -62,7 +62,7 @@ PERFORMANCE_SCHEMA = pa.schema(
         ("start_at", TIMESTAMP),
         ("end_at", TIMESTAMP),
         ("days_used", pa.int32()),  # history days averaged (0 under the control-group method)
-        ("control_meters", pa.int32()),  # control-group method: complete control meters averaged (else 0)
+        ("control_meters", pa.int32()),  # control-group method: control meters the baseline comes from (else 0)
         ("adjustment_factor", pa.float64()),
         ("baseline_wh", pa.float64()),  # adjusted, over the event's intervals
         ("actual_wh", pa.float64()),
@@ -116,6 +116,7 @@ class BaselineRule:
     timezone: str = "UTC"
     excluded_days: tuple[dt.date, ...] = field(default=())  # other event days (local dates)
     min_control_meters: int = 10  # control group: fewer complete control meters, no baseline
+    control_neighbours: int = 20  # control group: the nearest meters by the morning's shape (0: the whole group)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", BaselineMethod(self.method))
@@ -125,6 +126,10 @@ class BaselineRule:
             raise BaselineInputError(f"BaselineRule.high_days must lie in 1..days, got {self.high_days}")
         if self.lookback_days < self.days:
             raise BaselineInputError("BaselineRule.lookback_days must be at least days")
+        if self.control_neighbours < 0:
+            raise BaselineInputError(
+                f"BaselineRule.control_neighbours must be 0 or more, got {self.control_neighbours}"
+            )
         if self.min_control_meters < 1:
             raise BaselineInputError(
                 f"BaselineRule.min_control_meters must be at least 1, got {self.min_control_meters}"
@@ -249,7 +254,10 @@ def _one_event(
         chunk = meters[c0 : c0 + chunk_meters]
         if control is not None:
             today = grid_of(chunk, days_back=0)[:, 0, :]
-            out.append(_control_baseline(event, rule, chunk, today, control, ev_lo - lo, adj_lo - lo, adj_hi - lo))
+            per_hour = max(3600 // interval_s, 1)
+            out.append(
+                _control_baseline(event, rule, chunk, today, control, per_hour, ev_lo - lo, adj_lo - lo, adj_hi - lo)
+            )
         else:
             grid = grid_of(chunk, days_back=lookback)
             out.append(_baseline(event, rule, chunk, grid, candidate, ev_lo - lo, adj_lo - lo, adj_hi - lo))
@@ -262,23 +270,53 @@ def _control_baseline(
     meters: pa.Array,
     today: FloatArray,
     control: FloatArray,
+    slots_per_hour: int,
     ev0: int,
     adj0: int,
     adj1: int,
 ) -> pa.Table:
-    """The control group's mean load on the event day, scaled to each participant over the adjustment hours."""
+    """Each participant's baseline from its nearest control meters by the morning's shape, scaled to it."""
     n = len(meters)
-    enough = control.shape[0] >= rule.min_control_meters
-    group = control.mean(axis=0) if control.shape[0] else np.zeros(today.shape[1])
-    group_adj = group[adj0:adj1].sum()
     mine_adj = today[:, adj0:adj1].sum(axis=1)
-    ok = enough & np.isfinite(mine_adj) & (group_adj > 0)
-    factor = np.divide(mine_adj, group_adj, out=np.full(n, np.nan), where=ok)
-    baseline_wh = group[ev0:].sum() * factor
+    group_adj = control[:, adj0:adj1].sum(axis=1)
+    control = control[group_adj > 0]  # a meter that drew nothing all morning has no shape to match
+    group_adj, group_ev = group_adj[group_adj > 0], control[:, ev0:].sum(axis=1)
+    k = min(rule.control_neighbours or len(control), len(control))
+    ok = (len(control) >= rule.min_control_meters) & np.isfinite(mine_adj) & (mine_adj > 0)
+    if k == len(control):
+        neighbours = np.broadcast_to(np.arange(k), (n, k))
+    else:
+        neighbours = _nearest(_shape(today, adj0, adj1, slots_per_hour), _shape(control, adj0, adj1, slots_per_hour), k)
+    ratio = group_ev[neighbours].sum(axis=1) / np.maximum(group_adj[neighbours].sum(axis=1), 1e-12)
+    baseline_wh = np.where(ok, mine_adj * ratio, np.nan)
+    factor = np.where(ok, mine_adj / np.maximum(group_adj[neighbours].mean(axis=1), 1e-12), np.nan)
     actual_wh = today[:, ev0:].sum(axis=1)
     complete = ok & np.isfinite(actual_wh)
-    used = np.zeros(n, np.int32), np.full(n, control.shape[0], np.int32)
+    used = np.zeros(n, np.int32), np.full(n, k, np.int32)
     return _table(event, rule, meters, used, factor, baseline_wh, actual_wh, complete)
+
+
+def _shape(energy: FloatArray, lo: int, hi: int, slots_per_hour: int) -> FloatArray:
+    """Hourly energy over [lo, hi) as shares of its total (NaN-free: incomplete meters get a flat zero shape)."""
+    hours = max((hi - lo) // slots_per_hour, 1)
+    block = energy[:, lo : lo + hours * slots_per_hour]
+    hourly = block.reshape(len(energy), hours, -1).sum(axis=2)
+    total = hourly.sum(axis=1, keepdims=True)
+    usable = np.isfinite(total) & (total > 0)
+    shares: FloatArray = np.divide(hourly, total, out=np.zeros_like(hourly), where=usable)
+    return np.nan_to_num(shares)
+
+
+def _nearest(shapes: FloatArray, group: FloatArray, k: int) -> npt.NDArray[np.intp]:
+    """Indices of the ``k`` control shapes nearest (Euclidean) to each participant's, in participant chunks."""
+    out = np.empty((len(shapes), k), np.intp)
+    group_sq = (group**2).sum(axis=1)
+    rows = max(1, 20_000_000 // max(len(group), 1))  # ~160 MB of distances at a time
+    for r0 in range(0, len(shapes), rows):
+        part = shapes[r0 : r0 + rows]
+        distance = (part**2).sum(axis=1)[:, None] + group_sq[None, :] - 2.0 * part @ group.T
+        out[r0 : r0 + rows] = np.argpartition(distance, k - 1, axis=1)[:, :k]
+    return out
 
 
 def _table(
