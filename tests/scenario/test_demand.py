@@ -212,6 +212,20 @@ def test_openadr_events_reach_exactly_the_targeted_vens_over_tls(day: tuple[Runn
     assert events_of(result)["dlc"]["openadr"] is None
 
 
+def test_the_openadr_traffic_is_measured_as_dgm18_beside_the_fabric_s(day: tuple[Runner, RunResult]) -> None:
+    _, result = day
+    rows = {r["interface"]: r for r in result.metrics["interfaces"]}
+    dgm18 = rows["DGM-18"]
+    targeted = sum(vens["vens_targeted"] for e in events_of(result).values() for vens in (e["openadr"] or {}).values())
+    assert dgm18["sent"] == dgm18["delivered"] == targeted > 0
+    assert (dgm18["from"], dgm18["to"]) == ("lms", "customer_ems")
+    assert "OpenADR" in dgm18["carried_by"]
+    assert 0 < dgm18["latency_p50_s"] <= dgm18["latency_p99_s"] < 5
+    assert "DGM-18" not in {r["interface"] for r in result.metrics["unimplemented_interfaces"]}
+    assert "AMI-10" in rows  # the fabric's own rows are still there
+    assert "OpenADR 2.0b over HTTPS" in result.report.read_text()
+
+
 def test_the_opted_in_sites_act_on_the_signal_they_received(day: tuple[Runner, RunResult]) -> None:
     _, result = day
     for program in ("cpp", "reliability"):

@@ -565,6 +565,37 @@ class DemandResponsePlugin:
         self._cis = self._dms = None
 
     # ------------------------------------------------------------------ metrics
+    def interfaces(self, ctx: RunContext) -> list[dict[str, Any]]:
+        """DGM-18 as the OpenADR leg carried it: events to the VENs targeted, their receipt and opt responses."""
+        outcomes = [o for event in self.events for o in event.openadr.values()]
+        vtn = self.lms.vtn if self.lms is not None else None
+        if not outcomes or vtn is None:
+            return []
+        interface = ctx.catalog.interface("DGM-18")
+        bounds = [f.timing.max_latency_s for f in interface.flows if f.timing.max_latency_s is not None]
+        required = max(bounds) if bounds else None
+        received = [s for o in outcomes for s in o.received_s]
+        p50, p99 = (float(np.percentile(received, q)) for q in (50, 99)) if received else (0.0, 0.0)
+        return [
+            {
+                "interface": "DGM-18",
+                "sent": sum(o.targeted for o in outcomes),
+                "delivered": sum(o.received for o in outcomes),
+                "records": sum(o.received for o in outcomes),
+                "rejected": sum(vtn.stats.refused.values()),
+                "rejections": dict(vtn.stats.refused),
+                "latency_p50_s": round(p50, 3),
+                "latency_p99_s": round(p99, 3),
+                "required_max_latency_s": required,
+                "meets_timing": None if required is None else p99 <= required,
+                "title": interface.title,
+                "from": "lms",
+                "to": "customer_ems",
+                "timing": "; ".join(dict.fromkeys(f.timing.statement for f in interface.flows if f.timing.statement)),
+                "carried_by": "OpenADR 2.0b over HTTPS (event creation at the VTN to receipt at the VEN, wall time)",
+            }
+        ]
+
     def metrics(self, ctx: RunContext) -> dict[str, Any]:
         lms, enrolled = self.lms, self.enrolled
         if lms is None or enrolled is None:

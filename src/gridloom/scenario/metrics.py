@@ -50,12 +50,15 @@ def build(
     alarms: list[dict[str, Any]],
     wall_s: dict[str, float],
     sections: dict[str, dict[str, Any]] | None = None,
+    outside_fabric: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """``sections``: what plugged-in systems report, by key (they may replace a default section)."""
+    """``sections``: what plugged-in systems report, by key (they may replace a default section);
+    ``outside_fabric``: interface rows of traffic the plugged-in systems carried over other protocols."""
     summary = simulation.summary
     end = summary.step_at[-1] + dt.timedelta(seconds=STEP_S) if summary.step_at else scenario.time.start
     supplied = summary.substation_wh + summary.generation_mv_wh
-    interfaces = interface_rows(fabric, catalog)
+    interfaces = sorted([*interface_rows(fabric, catalog), *outside_fabric], key=lambda r: str(r["interface"]))
+    carried = {str(r["interface"]) for r in outside_fabric}
     metrics = {
         "schema": SCHEMA,
         "scenario": {
@@ -107,7 +110,11 @@ def build(
         "outages": outage_metrics(simulation, end),
         "demand_response": {"implemented": False, "events": []},
         "interfaces": interfaces,
-        "unimplemented_interfaces": unimplemented(catalog, {e.role for e in fabric.endpoints.values()}),
+        "unimplemented_interfaces": [
+            r
+            for r in unimplemented(catalog, {e.role for e in fabric.endpoints.values()})
+            if r["interface"] not in carried
+        ],
         "rejections": dict(sorted(fabric.stats.total_rejections().items())),
         "drills": drills,
         "timeline": sorted(timeline, key=lambda e: e["at"]),

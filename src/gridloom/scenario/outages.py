@@ -104,6 +104,9 @@ class OutagePlugin:
             if actor is not None:
                 await actor.close()
 
+    def interfaces(self, ctx: RunContext) -> list[dict[str, Any]]:
+        return []  # the OMS speaks only over the fabric
+
     def metrics(self, ctx: RunContext) -> dict[str, Any]:
         if self.oms is None:
             return {"implemented": True, "ready": False}

@@ -750,7 +750,7 @@ def _interfaces(m: Mapping[str, Any]) -> list[str]:
         rows = [
             (
                 f'<span title="{_e(i.get("timing") or "")}">{_text(i.get("interface"))}</span>',
-                _text(i.get("title")),
+                _text(i.get("title")) + (f" <em>({_text(i.get('carried_by'))})</em>" if i.get("carried_by") else ""),
                 f'<span class="pair">{_text(i.get("from"))} → {_text(i.get("to"))}</span>',
                 _int(i.get("sent")),
                 _int(i.get("delivered")),
@@ -776,7 +776,8 @@ def _interfaces(m: Mapping[str, Any]) -> list[str]:
         )
         out += [
             f"<p>{len(ifaces)} interfaces carried traffic; {verdict}. Latency is from sending to delivery "
-            "(p50/p99 of messages); the requirement is the seed's timing for the interface "
+            "(p50/p99 of messages; the fabric's in simulated time, other protocols' as noted); "
+            "the requirement is the seed's timing for the interface "
             "(hover the id for its wording).</p>",
             *_table(columns, rows, classes=classes),
         ]

@@ -632,6 +632,7 @@ class Runner:
             ],
             wall_s={k: round(v, 3) for k, v in walls.items()},
             sections={plugin.key: plugin.metrics(self._ctx) for plugin in self.plugins},
+            outside_fabric=[row for plugin in self.plugins for row in plugin.interfaces(self._ctx)],
         )
 
 

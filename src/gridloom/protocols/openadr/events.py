@@ -150,6 +150,8 @@ def to_openleadr(event: DrEvent, *, created_at: dt.datetime) -> Any:  # noqa: AN
             signal_name=s.name.value,
             signal_type=s.type,
             signal_id=f"{event.event_id}-{s.name.value.lower()}",
+            # 2.0b rule 14: a SIMPLE signal's currentValue is 0 until the event is active (the event goes out "far")
+            current_value=0.0 if s.name is SignalName.SIMPLE else None,
         )
         for s in event.signals
     ]

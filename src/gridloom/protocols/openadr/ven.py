@@ -60,6 +60,9 @@ from gridloom.protocols.openadr.security import (
 )
 
 log = logging.getLogger(__name__)
+# openleadr polls from an APScheduler job: "skipped, already running" when a poll outlasts the interval, and the
+# cancellation of a poll in flight when a VEN stops, are not news for the user (VenStats counts failed requests).
+logging.getLogger("apscheduler").setLevel(logging.CRITICAL)
 Decide = Callable[[ReceivedEvent], bool | Awaitable[bool]]  # True: opt in
 StatusSource = Callable[[], GatewayStatus]
 HistorySource = Callable[[dt.datetime, dt.datetime], Sequence[tuple[dt.datetime, float]]]  # [start, end) -> values

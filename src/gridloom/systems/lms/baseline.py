@@ -283,6 +283,9 @@ def _control_baseline(
     group_adj, group_ev = group_adj[group_adj > 0], control[:, ev0:].sum(axis=1)
     k = min(rule.control_neighbours or len(control), len(control))
     ok = (len(control) >= rule.min_control_meters) & np.isfinite(mine_adj) & (mine_adj > 0)
+    if k == 0:  # nothing drawn before the event by any control meter (e.g. an event at local midnight)
+        nothing, actual_wh = np.full(n, np.nan), today[:, ev0:].sum(axis=1)
+        return _table(event, rule, meters, (np.zeros(n, np.int32),) * 2, nothing, nothing, actual_wh, ok & False)
     if k == len(control):
         neighbours = np.broadcast_to(np.arange(k), (n, k))
     else:
