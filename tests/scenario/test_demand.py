@@ -226,6 +226,16 @@ def test_the_openadr_traffic_is_measured_as_dgm18_beside_the_fabric_s(day: tuple
     assert "OpenADR 2.0b over HTTPS" in result.report.read_text()
 
 
+def test_each_settlement_says_what_the_method_settles_without_an_event(day: tuple[Runner, RunResult]) -> None:
+    _, result = day
+    for event in events_of(result).values():
+        settled = event["settlement"]
+        assert settled["method"] == "control-group"  # a one-day run has no history for 10-in-10
+        assert settled["placebo_sigma_wh"] > 0  # control meters settled as if they had taken part
+        assert abs(settled["placebo_mean_wh"]) < 3 * settled["placebo_sigma_wh"]
+    assert "without an event" in result.report.read_text()
+
+
 def test_the_opted_in_sites_act_on_the_signal_they_received(day: tuple[Runner, RunResult]) -> None:
     _, result = day
     for program in ("cpp", "reliability"):

@@ -102,7 +102,7 @@ from gridloom.systems.cis.build import cis_for_territory
 from gridloom.systems.cis.model import Cis, CustomerClass
 from gridloom.systems.cis.tariffs import TariffKind
 from gridloom.systems.headend.config import EventSubscription
-from gridloom.systems.lms.baseline import BaselineMethod, BaselineRule
+from gridloom.systems.lms.baseline import BaselineMethod, BaselineRule, EventWindow, placebo
 from gridloom.systems.lms.programs import ProgramKind
 from gridloom.systems.lms.service import FINGERPRINT_KEY, Lms, LmsEvent
 from gridloom.systems.lms.wire import Compliance, Enrolments, Requirement, RequirementResponse
@@ -536,7 +536,7 @@ class DemandResponsePlugin:
             }  # fmt: skip
             event.settlement = {
                 **summary, "control_meters": len(control), "accounts_credited": paid,
-                "credits": round(float(credit) / 1000, 2),
+                "credits": round(float(credit) / 1000, 2), **_noise(reads, tracked, lms, rule, control),
             }  # fmt: skip
 
     # ------------------------------------------------------------------ what billing gets from the CIS
@@ -691,6 +691,22 @@ def _lacking(perf: pa.Table, rule: BaselineRule, control: int) -> str:
         f"the {rule.method.value} baseline needs {rule.days} prior days of reads like the event day's (at least "
         f"{rule.min_days}); the run has {days}"
     )
+
+
+def _noise(
+    reads: pa.Table, tracked: list[LmsEvent], lms: Lms, rule: BaselineRule, control: list[str]
+) -> dict[str, Any]:
+    """The settlement's placebo: what the method settles, in the event's window, for control meters that did
+    nothing (as many as the participants) — its bias and its noise beside the settled reduction."""
+    if len(tracked) != 1:
+        return {}
+    event = tracked[0]
+    window = EventWindow(event.event_id, event.start_at, event.end_at,
+                         tuple(lms.enrolment.meter_id[event.rows].tolist()), tuple(control))  # fmt: skip
+    found = placebo(reads, window, rule=rule)
+    if found is None:
+        return {}
+    return {"placebo_mean_wh": round(found.mean_wh, 1), "placebo_sigma_wh": round(found.sigma_wh, 1)}
 
 
 def _enrol(simulation: Simulation, cis: Cis, *, share: float, reliability_share: float, seed: int) -> _Enrolled:

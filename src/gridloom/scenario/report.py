@@ -653,11 +653,19 @@ def _demand_response(m: Mapping[str, Any]) -> list[str]:
             if settled
             else _text(settlement)
         )
+        noise_wh, bias_wh = _num(settled.get("placebo_sigma_wh")), _num(settled.get("placebo_mean_wh"))
+        if noise_wh is not None and bias_wh is not None:
+            settled_text += f"; without an event: {bias_wh / 1000:+,.1f} ± {noise_wh / 1000:,.1f} kWh"
         rows.append((_text(e.get("name"), f"event {i + 1}"), _time(e.get("start")), _time(e.get("end")), peak, mean,
                      _int(e.get("meters_confirmed")), settled_text))  # fmt: skip
     columns = (("event", False), ("start (UTC)", False), ("end (UTC)", False), ("peak shed kW", True),
                ("mean shed kW", True), ("meters confirmed", True), ("settlement", False))  # fmt: skip
-    out = [*intro, *_figure(svg, "The events carry no baseline or actual series."), *_table(columns, rows)]
+    note = (
+        '<p>Settlement is measured from the meters\' reads against the baseline; "without an event" is what the '
+        "same method settles, in the same window, for as many control meters that did nothing (mean ± 1 sigma of 20 "
+        "such groups): a reduction inside that band cannot be told from noise.</p>"
+    )
+    out = [*intro, *_figure(svg, "The events carry no baseline or actual series."), *_table(columns, rows), note]
     return out + _openadr_events(events) + _compliance(events)
 
 

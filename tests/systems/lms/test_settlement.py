@@ -10,6 +10,7 @@ is 800 - 8 x 40 = 480 Wh.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal
 
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 
 from gridloom.errors import BaselineInputError
 from gridloom.systems.billing import DR_CREDITS_SCHEMA, CriticalPeakEvent, TableReads, run_billing
-from gridloom.systems.lms.baseline import BaselineMethod, BaselineRule, EventWindow, performance
+from gridloom.systems.lms.baseline import BaselineMethod, BaselineRule, EventWindow, performance, placebo
 from gridloom.systems.lms.settlement import CREDITS_SCHEMA, event_reports, settle
 from tests.systems.billing.conftest import ZONE, account_of, make_cis, month_reads
 
@@ -176,6 +177,35 @@ def test_the_matched_control_group_compares_a_pv_home_with_pv_homes():
     assert matched["reduction_wh"] == pytest.approx(800.0)
     whole = BaselineRule(method=BaselineMethod.CONTROL_GROUP, timezone=ZONE, control_neighbours=0)
     assert one(performance(reads_, [event], rule=whole), A)["reduction_wh"] == pytest.approx(400.0)
+
+
+def test_the_placebo_tells_a_shed_from_noise():
+    """60 noisy homes; 10 of them shed 30 % in the event. The placebo (control meters settled as if they had
+    taken part) centres near zero with a spread well below the real shed, which lies far outside it."""
+    rng = np.random.default_rng(5)
+    homes = [f"s000-m{i:05d}" for i in range(400, 460)]
+    part, group = homes[:10], homes[10:]
+
+    def home(scale: float, shed: bool) -> Callable[[np.ndarray], np.ndarray]:
+        def draw(t: np.ndarray) -> np.ndarray:
+            load = scale * (100.0 + 50.0 * np.sin(t / 3.6e9 / 24 * 2 * np.pi)) * rng.lognormal(0, 0.1, t.size)
+            return np.where(in_event(t) & shed, 0.7 * load, load)
+
+        return draw
+
+    reads_ = pa.concat_tables(
+        [month_reads([m], delivered_wh=home(rng.uniform(0.5, 2.0), m in part), start=HISTORY_START) for m in homes]
+    )
+    event = EventWindow("e", EV_START, EV_END, tuple(part), tuple(group))
+    shed = float(pc.sum(performance(reads_, [event], rule=CONTROL_RULE)["reduction_wh"]).as_py())
+    noise = placebo(reads_, event, rule=CONTROL_RULE, draws=30)
+    assert noise is not None
+    assert noise.draws == 30
+    assert abs(noise.mean_wh) < 2 * noise.sigma_wh
+    assert shed > noise.mean_wh + 4 * noise.sigma_wh
+    assert (
+        placebo(reads_, EventWindow("e", EV_START, EV_END, tuple(part), tuple(group[:15])), rule=CONTROL_RULE) is None
+    )
 
 
 def test_control_group_needs_enough_complete_control_meters():

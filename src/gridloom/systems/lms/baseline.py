@@ -398,3 +398,42 @@ def event_days(events: Iterable[EventWindow], timezone: str) -> tuple[dt.date, .
     """The local dates of events (to exclude them from later baselines)."""
     zone = ZoneInfo(timezone)
     return tuple(sorted({e.start_at.astimezone(zone).date() for e in events}))
+
+
+@dataclass(frozen=True)
+class Placebo:
+    """What the method settles for groups that had no event: its bias (mean) and noise (1 sigma), in Wh."""
+
+    mean_wh: float
+    sigma_wh: float
+    draws: int
+
+
+def placebo(
+    reads: pa.Table, event: EventWindow, *, rule: BaselineRule | None = None, draws: int = 20, seed: int = 0
+) -> Placebo | None:
+    """Settle ``draws`` groups of control meters as if they had taken part in ``event`` (they did nothing).
+
+    Each group has as many meters as the event has participants (at most half the control group),
+    the rest of the control group is its control group; each group's settled total is scaled to the
+    participants' count. A real reduction well outside ``mean ± 2 sigma`` is a shed, one inside it is
+    noise. None without at least ``2 x min_control_meters`` control meters.
+    """
+    rule = rule or BaselineRule()
+    group = np.array(list(dict.fromkeys(event.control_meter_ids)))
+    size = min(len(event.meter_ids), len(group) // 2)
+    if size == 0 or len(group) < 2 * rule.min_control_meters or draws < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    totals = []
+    for _ in range(draws):
+        pick = rng.permutation(len(group))
+        fake = EventWindow(event.event_id, event.start_at, event.end_at, tuple(group[pick[:size]]),
+                           tuple(group[pick[size:]]))  # fmt: skip
+        perf = performance(reads, [fake], rule=rule)
+        done = perf.filter(perf["complete"])
+        if done.num_rows:
+            totals.append(float(pc.sum(done["reduction_wh"]).as_py()) * len(event.meter_ids) / done.num_rows)
+    if len(totals) < 2:
+        return None
+    return Placebo(float(np.mean(totals)), float(np.std(totals, ddof=1)), len(totals))
