@@ -285,14 +285,16 @@ def _control_baseline(
     ok = (len(control) >= rule.min_control_meters) & np.isfinite(mine_adj) & (mine_adj > 0)
     if k == 0:  # nothing drawn before the event by any control meter (e.g. an event at local midnight)
         nothing, actual_wh = np.full(n, np.nan), today[:, ev0:].sum(axis=1)
-        return _table(event, rule, meters, (np.zeros(n, np.int32),) * 2, nothing, nothing, actual_wh, ok & False)
-    if k == len(control):
-        neighbours = np.broadcast_to(np.arange(k), (n, k))
+        unsettled = np.zeros(n, np.bool_)
+        return _table(event, rule, meters, (np.zeros(n, np.int32),) * 2, nothing, nothing, actual_wh, unsettled)
+    if k == len(control):  # the whole group for everyone
+        ratio, morning = np.full(n, group_ev.sum() / group_adj.sum()), np.full(n, group_adj.mean())
     else:
         neighbours = _nearest(_shape(today, adj0, adj1, slots_per_hour), _shape(control, adj0, adj1, slots_per_hour), k)
-    ratio = group_ev[neighbours].sum(axis=1) / np.maximum(group_adj[neighbours].sum(axis=1), 1e-12)
+        ratio = group_ev[neighbours].sum(axis=1) / np.maximum(group_adj[neighbours].sum(axis=1), 1e-12)
+        morning = group_adj[neighbours].mean(axis=1)
     baseline_wh = np.where(ok, mine_adj * ratio, np.nan)
-    factor = np.where(ok, mine_adj / np.maximum(group_adj[neighbours].mean(axis=1), 1e-12), np.nan)
+    factor = np.where(ok, mine_adj / np.maximum(morning, 1e-12), np.nan)
     actual_wh = today[:, ev0:].sum(axis=1)
     complete = ok & np.isfinite(actual_wh)
     used = np.zeros(n, np.int32), np.full(n, k, np.int32)
