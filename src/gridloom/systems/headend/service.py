@@ -19,6 +19,9 @@ remote_(dis)connect                                              decision log, A
                                                                  ``remote_*.response`` (refused / awaiting
                                                                  approval / completed / partial / failed)
 AMI-28 *.response     concentrator                               completes the operation in flight
+AMI-12c / DGM-31      LMS / DMS (local conditions, e.g. a        AMI-27 to the customers' ESIs as it came; each
+load_control_event    feeder overload)                           ESI's ``.response`` goes back to the sender on
+                                                                 the interface it came by
 ====================  =========================================  ================================================
 
 Column batches pass through without being re-encoded: the head-end decodes them (typed) to
@@ -71,7 +74,7 @@ ROLE = "ami_headend"
 FIELD_INTERFACE = "DGM-20"  # concentrators -> head-end
 METER_INTERFACE = "AMI-28"  # head-end -> concentrators
 DATA_INTERFACE = "AMI-10"  # head-end -> MDMS
-LMS_INTERFACE = "AMI-12c"  # LMS -> head-end: direct load control
+LOAD_CONTROL_INTERFACES = ("AMI-12c", "DGM-31")  # direct load control in: from the LMS, and the DMS's own
 HAN_INTERFACE = "AMI-27"  # head-end -> the customers' ESIs
 REQUEST_INTERFACES = ("DGM-19", "DGM-29")  # CIS, MDMS -> head-end
 READ_INTERFACES = ("DGM-19", "AMI-11")  # on-demand reads: CIS (DGM-19), OMS verification pings (AMI-11)
@@ -130,7 +133,8 @@ class HeadEnd:
         self.stats = HeadEndStats()
         self._endpoint: Endpoint | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._load_control_from: dict[str, str] = {}  # load-control event id -> the LMS instance that sent it
+        # load-control event id -> who sent it (LMS or DMS instance) and by which interface
+        self._load_control_from: dict[str, tuple[str, str]] = {}
 
     @classmethod
     async def attach(
@@ -234,7 +238,7 @@ class HeadEnd:
             await self._on_demand(message)
         elif interface == METER_INTERFACE and kind in {t.response for t in (DeclaredType.ON_DEMAND_READ, *_SWITCH)}:
             await self._answer(message)
-        elif interface == LMS_INTERFACE and kind == DeclaredType.LOAD_CONTROL_EVENT:
+        elif interface in LOAD_CONTROL_INTERFACES and kind == DeclaredType.LOAD_CONTROL_EVENT:
             await self._load_control(message)
         elif interface == HAN_INTERFACE and kind == DeclaredType.LOAD_CONTROL_EVENT.response:
             await self._load_control_answer(message)
@@ -243,8 +247,8 @@ class HeadEnd:
             log.info("%s: no handler for %s %s from %s", self.instance, interface, kind, message.sender.instance)
 
     async def _load_control(self, message: Message) -> None:
-        """Direct load control (AMI-12c from the LMS) goes on to the customers' ESIs (AMI-27) as it came;
-        each ESI answers for the meters it serves, and each answer goes back to the LMS that asked."""
+        """Direct load control (AMI-12c from the LMS, DGM-31 from the DMS) goes on to the customers' ESIs (AMI-27)
+        as it came; each ESI answers for the meters it serves, and each answer goes back to whoever asked."""
         try:
             event = decode_body(message.body, _LoadControlRef)
         except MalformedBody as exc:
@@ -252,22 +256,23 @@ class HeadEnd:
             log.warning("%s: dropped a malformed load_control_event from %s: %s", self.instance,
                         message.sender.instance, exc)  # fmt: skip
             return
-        self._load_control_from[event.event_id] = message.sender.instance
+        self._load_control_from[event.event_id] = (message.sender.instance, message.interface)
         await self.endpoint.send(HAN_INTERFACE, DeclaredType.LOAD_CONTROL_EVENT, message.body, group="esi",
                                  correlation_id=message.envelope.message_id)  # fmt: skip
         self.stats.load_control_forwarded += 1
 
     async def _load_control_answer(self, message: Message) -> None:
         try:
-            lms = self._load_control_from.get(decode_body(message.body, _LoadControlRef).event_id)
+            asker = self._load_control_from.get(decode_body(message.body, _LoadControlRef).event_id)
         except MalformedBody:
-            lms = None
-        if lms is None:
+            asker = None
+        if asker is None:
             self.stats.unhandled += 1
             log.info("%s: a load-control answer from %s for no event it forwarded", self.instance,
                      message.sender.instance)  # fmt: skip
             return
-        await self.endpoint.send(LMS_INTERFACE, DeclaredType.LOAD_CONTROL_EVENT.response, message.body, to=lms)
+        instance, interface = asker
+        await self.endpoint.send(interface, DeclaredType.LOAD_CONTROL_EVENT.response, message.body, to=instance)
 
     async def _forward(self, message: Message, kind: DeclaredType) -> None:
         sender = message.sender.instance
