@@ -269,14 +269,14 @@ def test_a_caller_cannot_choose_the_version(store: MeterDataStore) -> None:
     ("rows", "message"),
     [
         (_estimate("m000", 0, 1.0).set_column(4, "rule", pa.array([None], pa.string())), "rule is null at row 1"),
-        (_estimate("m000", 0, 1.0, source="measured"), "not one of estimated, edited"),
+        (_estimate("m000", 0, 1.0, source="guessed"), "not one of estimated, edited, measured"),
         (
             _estimate("m000", 0, 1.0, source="edited").set_column(5, "edited_by", pa.array([None], pa.string())),
             "must name who made it",
         ),
         (_estimate("m005", 0, 1.0), "nothing is stored for meter m005"),
     ],
-    ids=["no-rule", "measured", "anonymous-edit", "gap-without-interval"],
+    ids=["no-rule", "unknown-source", "anonymous-edit", "gap-without-interval"],
 )
 def test_bad_versions_are_refused_whole(store: MeterDataStore, rows: pa.Table, message: str) -> None:
     store.ingest_reads(reads(meters=1, intervals=2))

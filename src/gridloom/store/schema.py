@@ -62,8 +62,9 @@ DEFAULT_INTERVAL_S = 900
 MEASURED_SOURCES = ("measured", "imported")
 """``source`` of a version 0 read (what the meter or a utility's file said)."""
 
-VERSION_SOURCES = ("estimated", "edited")
-"""``source`` of a version n+1 (what VEE estimated or a person edited)."""
+VERSION_SOURCES = ("estimated", "edited", "measured")
+"""``source`` of a version n+1: what VEE estimated, a person edited, or a measured read that arrived after
+an estimate had stood in for it (the MDMS restates it above the estimate, rule ``late_actual``)."""
 
 
 @dataclass(frozen=True)

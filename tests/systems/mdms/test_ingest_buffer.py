@@ -16,6 +16,7 @@ from gridloom.catalog import Catalog
 from gridloom.errors import VeeConfigError, VeeInputError
 from gridloom.fabric import CertificateAuthority, Endpoint, Fabric, MemoryTransport, Message, TrustStore
 from gridloom.store import MeterDataStore
+from gridloom.systems.mdms.editing import edit
 from gridloom.systems.mdms.service import Mdms, MdmsActor
 from tests.fabric.conftest import SimClock
 
@@ -154,6 +155,31 @@ def test_close_period_flushes_first_and_estimates_only_what_never_came(store: Me
     assert current.num_rows == 5 * 96
     estimated = current.filter(pc.equal(current.column("source"), "estimated"))
     assert set(estimated.column("interval_start").to_pylist()) == {DAY + 40 * Q}
+
+
+def test_a_late_measured_read_replaces_the_estimate_that_stood_in_for_it(store: MeterDataStore) -> None:
+    core = mdms(store, buffer_reads=1_000_000)
+    for slot in range(96):
+        if slot != 40:  # interval 40 is late: the nightly VEE estimates it
+            core.buffer_reads(batch(METERS, slot))
+    core.close_period(DAY, DAY + dt.timedelta(days=1), METERS)
+    # m0's interval 40 was edited by a person meanwhile: that edit stands
+    edit(store, meter_id="m0", interval_start=DAY + 40 * Q, values={"energy_delivered_wh": 55.0},
+         reason="customer_read", user="ops")  # fmt: skip
+    core.buffer_reads(batch(METERS, 40, wh=500.0))  # the late reads: m0 500, m1 501, ...
+    assert core.restate_late_reads() == 0  # still buffered: nothing restated before it is stored
+    core.flush()
+    at = DAY + 40 * Q
+    current = store.reads(meter_ids=METERS, start=at, end=at + Q)
+    assert current.column("source").to_pylist() == ["edited", "measured", "measured", "measured", "measured"]
+    assert current.column("energy_delivered_wh").to_pylist() == [55.0, 501.0, 502.0, 503.0, 504.0]
+    assert current.column("rule").to_pylist()[1:] == ["late_actual"] * 4
+    history = store.reads(meter_ids=["m1"], start=at, end=at + Q, versions="all")
+    assert history.column("source").to_pylist() == ["measured", "estimated", "measured"]  # every version kept
+    assert core.usage(["m1"], at, at + Q).column("energy_delivered_wh").to_pylist() == [501.0]
+    core.buffer_reads(batch(METERS, 40, wh=500.0))  # delivered again: stored once, restated once
+    core.flush()
+    assert store.reads(meter_ids=["m1"], start=at, end=at + Q, versions="all").num_rows == 3
 
 
 def test_the_nightly_vee_in_meter_chunks_is_the_same_as_in_one(tmp_path: Path) -> None:

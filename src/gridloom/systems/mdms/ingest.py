@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gridloom.errors import StoreInputError, VeeConfigError, VeeInputError
 from gridloom.store.base import IngestResult, MeterDataStore
@@ -187,6 +188,10 @@ class ReadIngest:
         self.rejected_reads = 0
         self._writer: ThreadPoolExecutor | None = None
         self._in_flight: _Write | None = None
+        # The nightly VEE has closed everything before this; reads for it that arrive later are kept in ``late``
+        # (the MDMS restates them over any estimate that stood in for them).
+        self.closed_until: dt.datetime | None = None
+        self.late: list[pa.Table] = []
 
     def add(self, body: Body) -> IngestResult | None:
         """Buffer a batch; flush when that makes the buffer due. Returns what was stored by this call
@@ -250,6 +255,11 @@ class ReadIngest:
         accepted = validate_arrivals(
             table, config=self.config, capacity_w=self.capacity_w, net_metered=self.net_metered
         )
+        if self.closed_until is not None and accepted.num_rows:
+            bound = pa.scalar(self.closed_until, accepted.schema.field("interval_start").type)
+            late = accepted.filter(pc.less(accepted["interval_start"], bound))
+            if late.num_rows:
+                self.late.append(late)
         return accepted, table.num_rows - accepted.num_rows  # a repeated read: the first is kept
 
     def _one_by_one(self, batches: list[Buffered]) -> IngestResult:

@@ -185,7 +185,41 @@ class Mdms:
         cannot be reached raises :class:`~gridloom.errors.StoreError` and keeps the batches, so a
         later flush stores them.
         """
-        return self.reads_in.flush()
+        stored = self.reads_in.flush()
+        self.restate_late_reads()
+        return stored
+
+    def restate_late_reads(self) -> int:
+        """Measured reads that arrived after the nightly VEE had estimated their interval replace the estimate.
+
+        Each becomes a new version (source ``measured``, rule ``late_actual``) above the estimate, so
+        billing and baselines use what the meter measured, and every earlier version — and a bill
+        reproduced ``as_of`` its issue — stays as it was. An interval a person edited is left alone.
+        Runs on every :meth:`flush` (so before any reader); returns how many intervals were restated.
+        """
+        late, self.reads_in.late = self.reads_in.late, []
+        if not late:
+            return 0
+        actual = pa.concat_tables(late)
+        step = pa.scalar(dt.timedelta(seconds=int(pc.max(actual["interval_s"]).as_py() or 0)))
+        current = self.store.reads(
+            meter_ids=pc.unique(actual["meter_id"]).to_pylist(),
+            start=pc.min(actual["interval_start"]).as_py(),
+            end=pc.add(pc.max(actual["interval_start"]), step).as_py(),
+            versions="current",
+            columns=["meter_id", "interval_start", "source"],
+        )
+        estimated = current.filter(pc.equal(current["source"], "estimated")).select(["meter_id", "interval_start"])
+        restated = actual.join(estimated, keys=["meter_id", "interval_start"], join_type="inner")
+        if restated.num_rows == 0:
+            return 0
+        keep = [c for c in restated.column_names if c not in ("version", "recorded_at", "source", "rule", "edited_by")]
+        rows = restated.select(keep)
+        rows = rows.append_column("source", pa.array(["measured"] * rows.num_rows, pa.string()))
+        rows = rows.append_column("rule", pa.array(["late_actual"] * rows.num_rows, pa.string()))
+        self.store.add_versions(rows)
+        log.info("MDMS: %d late measured reads replaced their estimates", rows.num_rows)
+        return int(rows.num_rows)
 
     def close(self) -> None:
         """Store what is buffered and stop the writer thread (the store stays open)."""
@@ -208,7 +242,10 @@ class Mdms:
         :mod:`gridloom.systems.mdms.nightly`); the chunks give the same result as one pass.
         """
         self.flush()
-        return self.nightly.close(start, end, _meter_ids(meter_ids))
+        closed = self.nightly.close(start, end, _meter_ids(meter_ids))
+        if self.reads_in.closed_until is None or end > self.reads_in.closed_until:
+            self.reads_in.closed_until = end
+        return closed
 
     def usage(self, meter_ids: Sequence[str], start: dt.datetime, end: dt.datetime) -> pa.Table:
         """Current versions of the meters' reads over [start, end), for billing (buffer flushed first)."""
