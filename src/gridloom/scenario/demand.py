@@ -95,6 +95,7 @@ from gridloom.grid.simulate import Simulation, StepResult
 from gridloom.protocols.openadr import SignalName, Vtn
 from gridloom.scenario.demand_records import DrRecords
 from gridloom.scenario.demand_vens import OPENADR_PROGRAMS, OpenAdrLeg, VenOutcome, ven_id
+from gridloom.scenario.metrics import interface_facts
 from gridloom.scenario.plugin import RunContext
 from gridloom.scenario.spec import DemandResponseEvent
 from gridloom.systems.billing.cycle import CriticalPeakEvent
@@ -588,10 +589,7 @@ class DemandResponsePlugin:
                 "latency_p99_s": round(p99, 3),
                 "required_max_latency_s": required,
                 "meets_timing": None if required is None else p99 <= required,
-                "title": interface.title,
-                "from": "lms",
-                "to": "customer_ems",
-                "timing": "; ".join(dict.fromkeys(f.timing.statement for f in interface.flows if f.timing.statement)),
+                **interface_facts(ctx.catalog, interface),
                 "carried_by": "OpenADR 2.0b over HTTPS (event creation at the VTN to receipt at the VEN, wall time)",
             }
         ]

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gridloom.catalog import Catalog, InterfaceStatus
+from gridloom.catalog import Catalog, Interface, InterfaceStatus
 from gridloom.grid.connectivity import DeviceKind
 from gridloom.grid.profiles import STEP_S
 from gridloom.grid.protection import OperationKind, ProtectionResult
@@ -293,22 +293,22 @@ def interface_rows(fabric: Fabric, catalog: Catalog) -> list[dict[str, Any]]:
         except Exception:  # noqa: BLE001 - "(unknown)": frames that named no catalogued interface
             rows.append({**row, "title": "not a catalogued interface", "from": "", "to": "", "timing": ""})
             continue
-        # The direction gridloom's traffic takes (its first declared message), else the seed's first flow.
-        declared = catalog.declared_for(iface_id)
-        flow = declared[0] if declared else (interface.flows[0] if interface.flows else None)
-        timing = "; ".join(dict.fromkeys(f.timing.statement for f in interface.flows if f.timing.statement))
         latency = {k: (_r(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k.startswith("latency")}
-        rows.append(
-            {
-                **row,
-                **latency,
-                "title": interface.title,
-                "from": flow.source if flow else "",
-                "to": flow.target if flow else "",
-                "timing": timing,
-            }
-        )
+        rows.append({**row, **latency, **interface_facts(catalog, interface)})
     return rows
+
+
+def interface_facts(catalog: Catalog, interface: Interface) -> dict[str, Any]:
+    """An interface row's title, direction (gridloom's first declared message on it, else the seed's first
+    flow) and the seed's timing words."""
+    declared = catalog.declared_for(interface.id)
+    flow = declared[0] if declared else (interface.flows[0] if interface.flows else None)
+    return {
+        "title": interface.title,
+        "from": flow.source if flow else "",
+        "to": flow.target if flow else "",
+        "timing": "; ".join(dict.fromkeys(f.timing.statement for f in interface.flows if f.timing.statement)),
+    }
 
 
 def unimplemented(catalog: Catalog, running: set[str]) -> list[dict[str, Any]]:

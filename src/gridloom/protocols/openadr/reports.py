@@ -27,7 +27,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from gridloom.errors import DrInputError
-from gridloom.protocols.openadr.security import sign_payload
+from gridloom.protocols.openadr.security import render_signed_object, sign_payload
 
 STATUS_PLACEHOLDER = "GLSTATUS"  # stands in a payloadFloat until the status payload replaces it
 
@@ -196,12 +196,7 @@ def create_signed(
     The steps of :func:`~.security.create_message` (preflight, render, flatten, sign per the 2.0b
     profile) with the one hook openleadr lacks: editing the object between rendering and signing.
     """
-    from openleadr import utils
-    from openleadr.messaging import TEMPLATES
-    from openleadr.preflight import preflight_message
-
-    ready = preflight_message(message_type, dict(payload))
-    signed_object = utils.flatten_xml(TEMPLATES.get_template(f"{message_type}.xml").render(**ready))
+    signed_object = render_signed_object(message_type, payload)
     for old, new in (replace or {}).items():
         if old not in signed_object:
             raise DrInputError(f"{message_type}: nothing to replace for {old!r}")

@@ -48,7 +48,7 @@ import heapq
 import shutil
 import ssl
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -247,15 +247,19 @@ def create_message(
     **message_payload: Any,  # noqa: ANN401 - openleadr's template variables
 ) -> str:
     """openleadr's ``create_message`` with the signature of :func:`sign_payload` (openleadr renders the body)."""
-    from openleadr import messaging, utils
-
     if not cert or not key or disable_signature:
         raise OpenAdrConfigError(f"{message_type}: gridloom signs every OpenADR message; give a certificate and key")
-    message_payload = messaging.preflight_message(message_type, message_payload)
-    template = messaging.TEMPLATES.get_template(f"{message_type}.xml")
-    signed_object = utils.flatten_xml(template.render(**message_payload))
+    signed_object = render_signed_object(message_type, message_payload)
     passphrase_bytes = passphrase.encode() if passphrase else None
     return sign_payload(signed_object.encode(), key_pem=key, cert_pem=cert, passphrase=passphrase_bytes).decode()
+
+
+def render_signed_object(message_type: str, payload: Mapping[str, Any]) -> str:
+    """The ``oadrSignedObject`` of a message, rendered by openleadr's template (after its preflight checks)."""
+    from openleadr import messaging, utils
+
+    ready = messaging.preflight_message(message_type, dict(payload))
+    return str(utils.flatten_xml(messaging.TEMPLATES.get_template(f"{message_type}.xml").render(**ready)))
 
 
 def message_factory(files: TlsFiles) -> Callable[..., str]:
