@@ -26,6 +26,7 @@ from gridloom.catalog.messages import DeclaredType
 from gridloom.devices.flex import FlexFleet
 from gridloom.errors import DeviceConfigError
 from gridloom.fabric import Endpoint, Fabric, Identity, Message
+from gridloom.fabric.actor import FabricActor
 from gridloom.fabric.envelope import to_micros
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ class _Control:
     allow_opt_out: bool = False
 
 
-class EsiGateway:
+class EsiGateway(FabricActor):
     """The HAN gateways of a fleet's sites: AMI-27 load control in, confirmations out."""
+
+    not_started = (DeviceConfigError, "the ESI gateway is not started: await start()")
 
     def __init__(self, fabric: Fabric, identity: Identity, fleet: FlexFleet, meter_ids: Sequence[str]) -> None:
         if identity.role not in ROLES:
@@ -62,11 +65,6 @@ class EsiGateway:
 
     async def start(self) -> None:
         self._endpoint = await self.fabric.attach(self.identity, self.handle)
-
-    async def close(self) -> None:
-        if self._endpoint is not None:
-            await self._endpoint.close()
-            self._endpoint = None
 
     async def handle(self, message: Message) -> None:
         kind = message.message_type

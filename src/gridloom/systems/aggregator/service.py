@@ -25,6 +25,7 @@ from gridloom.catalog.messages import DeclaredType
 from gridloom.devices.flex import FlexSites
 from gridloom.errors import DrConfigError, DrInputError
 from gridloom.fabric import Endpoint, Fabric, Identity, Message
+from gridloom.fabric.actor import FabricActor
 from gridloom.fabric.envelope import to_micros
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,10 @@ class Award:
     confirmed: list[str] = field(default_factory=list)
 
 
-class Aggregator:
+class Aggregator(FabricActor):
     """Bids its portfolio's flexibility to the clearinghouse and dispatches what clears."""
+
+    not_started = (DrConfigError, "the aggregator is not started")
 
     def __init__(
         self,
@@ -91,17 +94,6 @@ class Aggregator:
 
     async def start(self) -> None:
         self._endpoint = await self.fabric.attach(self.identity, self.handle)
-
-    async def close(self) -> None:
-        if self._endpoint is not None:
-            await self._endpoint.close()
-            self._endpoint = None
-
-    @property
-    def endpoint(self) -> Endpoint:
-        if self._endpoint is None:
-            raise DrConfigError("the aggregator is not started")
-        return self._endpoint
 
     def curve(self) -> tuple[list[float], list[float]]:
         """The portfolio's supply curve: (quantities_w, prices_per_kwh), at most ``bid_steps`` steps."""

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from gridloom.catalog.messages import DeclaredType
 from gridloom.errors import GridloomError, OmsConfigError
 from gridloom.fabric import Endpoint, Fabric, Identity, Message
+from gridloom.fabric.actor import FabricActor
 from gridloom.systems.gis.model import DEFAULT_MAX_ROWS, ConnectivityPayload
 from gridloom.systems.gis.wire import ConnectivityColumns, ConnectivityRequest, ConnectivityResponse
 
@@ -45,8 +46,10 @@ class GisStats:
     unhandled: int = 0
 
 
-class GisActor:
+class GisActor(FabricActor):
     """Serves one :class:`ConnectivityPayload` on the fabric. Use :meth:`attach`."""
+
+    not_started = (OmsConfigError, "the GIS is not attached: use GisActor.attach")
 
     def __init__(
         self,
@@ -93,20 +96,9 @@ class GisActor:
             await gis.publish()
         return gis
 
-    async def close(self) -> None:
-        if self._endpoint is not None:
-            await self._endpoint.close()
-            self._endpoint = None
-
     @property
     def instance(self) -> str:
         return self.identity.instance
-
-    @property
-    def endpoint(self) -> Endpoint:
-        if self._endpoint is None:
-            raise OmsConfigError("the GIS is not attached: use GisActor.attach")
-        return self._endpoint
 
     def _model_parts(self) -> list[ConnectivityColumns]:
         if self._parts is None:

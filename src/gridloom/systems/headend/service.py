@@ -49,6 +49,7 @@ import msgspec
 from gridloom.catalog.messages import DeclaredType, response_type
 from gridloom.errors import GridloomError, HeadEndConfigError, MalformedBody
 from gridloom.fabric import AuditLog, Endpoint, Fabric, Identity, Message
+from gridloom.fabric.actor import FabricActor
 from gridloom.fabric.envelope import to_micros
 from gridloom.systems.headend.config import HeadEndConfig
 from gridloom.systems.headend.core import HeadEndCore, Operation, Reply, SwitchDecision, SwitchRequest, Verdict
@@ -111,8 +112,10 @@ class HeadEndStats:
     load_control_forwarded: int = 0
 
 
-class HeadEnd:
+class HeadEnd(FabricActor):
     """The AMI head-end on the fabric. Build it, then ``await start()`` (or use ``attach``)."""
+
+    not_started = (HeadEndConfigError, "the head-end is not started: await start() or use HeadEnd.attach")
 
     def __init__(
         self,
@@ -169,9 +172,7 @@ class HeadEnd:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        if self._endpoint is not None:
-            await self._endpoint.close()
-            self._endpoint = None
+        await super().close()
 
     async def __aenter__(self) -> Self:
         if self._endpoint is None:
@@ -199,12 +200,6 @@ class HeadEnd:
     @property
     def instance(self) -> str:
         return self.identity.instance
-
-    @property
-    def endpoint(self) -> Endpoint:
-        if self._endpoint is None:
-            raise HeadEndConfigError("the head-end is not started: await start() or use HeadEnd.attach")
-        return self._endpoint
 
     def register_meters(self, routes: Mapping[str, Iterable[str]]) -> None:
         """Provision routes (concentrator instance -> meter ids); they win over routes learnt from batches."""

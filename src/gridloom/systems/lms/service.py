@@ -43,6 +43,7 @@ import pyarrow as pa
 from gridloom.catalog.messages import DeclaredType
 from gridloom.errors import DrConfigError, GridloomError
 from gridloom.fabric import Endpoint, Fabric, Identity, Message
+from gridloom.fabric.actor import FabricActor
 from gridloom.fabric.envelope import to_micros
 from gridloom.protocols.openadr.events import DrEvent, Signal, SignalName, Targets
 from gridloom.protocols.openadr.vtn import Vtn
@@ -101,8 +102,10 @@ class LmsStats:
     unhandled: int = 0
 
 
-class Lms:
+class Lms(FabricActor):
     """The LMS/DRMS on the fabric, with its OpenADR VTN. Build, then ``await start()``."""
+
+    not_started = (DrConfigError, "the LMS is not started: await start()")
 
     def __init__(
         self,
@@ -144,17 +147,6 @@ class Lms:
             DeclaredType.LOAD_CONTROL_EVENT.response: LoadControlResponse,
         }
         self._endpoint = await self.fabric.attach(self.identity, self.handle, body_types=types)
-
-    async def close(self) -> None:
-        if self._endpoint is not None:
-            await self._endpoint.close()
-            self._endpoint = None
-
-    @property
-    def endpoint(self) -> Endpoint:
-        if self._endpoint is None:
-            raise DrConfigError("the LMS is not started: await start()")
-        return self._endpoint
 
     # ------------------------------------------------------------------ receiving
     async def handle(self, message: Message) -> None:

@@ -17,6 +17,7 @@ import msgspec
 from gridloom.catalog.messages import DeclaredType
 from gridloom.errors import DrConfigError, MarketError
 from gridloom.fabric import Endpoint, Fabric, Identity, Message
+from gridloom.fabric.actor import FabricActor
 from gridloom.systems.market.clearing import Bid, Clearing, DemandCurve, clear
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,11 @@ class _Market:
     replies: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # bid -> (instance, interface, msg id)
 
 
-class Clearinghouse:
+class Clearinghouse(FabricActor):
+    """The uniform-price clearinghouse on the fabric: bids in (AMI-2b), results out (AMI-2a)."""
+
+    not_started = (DrConfigError, "the clearinghouse is not started")
+
     def __init__(self, fabric: Fabric, identity: Identity) -> None:
         if identity.role != ROLE:
             raise DrConfigError(f"a clearinghouse needs an identity of role {ROLE!r}, got {identity.role!r}")
@@ -71,17 +76,6 @@ class Clearinghouse:
         self._endpoint = await self.fabric.attach(
             self.identity, self.handle, body_types={DeclaredType.FLEXIBILITY_BID: msgspec.Raw}
         )
-
-    async def close(self) -> None:
-        if self._endpoint is not None:
-            await self._endpoint.close()
-            self._endpoint = None
-
-    @property
-    def endpoint(self) -> Endpoint:
-        if self._endpoint is None:
-            raise DrConfigError("the clearinghouse is not started")
-        return self._endpoint
 
     async def handle(self, message: Message) -> None:
         if message.message_type != DeclaredType.FLEXIBILITY_BID:

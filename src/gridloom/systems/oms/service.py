@@ -42,6 +42,7 @@ import numpy as np
 from gridloom.catalog.messages import DeclaredType
 from gridloom.errors import GridloomError, OmsConfigError
 from gridloom.fabric import Endpoint, Fabric, Identity, Message
+from gridloom.fabric.actor import FabricActor
 from gridloom.fabric.envelope import to_micros
 from gridloom.fabric.identity import Clock
 from gridloom.systems.gis.model import ConnectivityPayload
@@ -90,8 +91,10 @@ class OmsActorStats:
     model_parts: int = 0
 
 
-class OmsActor:
+class OmsActor(FabricActor):
     """Outage management on the fabric. Use :meth:`attach`; see the module docstring."""
+
+    not_started = (OmsConfigError, "the OMS is not attached: use OmsActor.attach")
 
     def __init__(
         self,
@@ -195,12 +198,6 @@ class OmsActor:
     @property
     def instance(self) -> str:
         return self.identity.instance
-
-    @property
-    def endpoint(self) -> Endpoint:
-        if self._endpoint is None:
-            raise OmsConfigError("the OMS is not attached: use OmsActor.attach")
-        return self._endpoint
 
     @property
     def ready(self) -> bool:
